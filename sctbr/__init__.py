@@ -1,0 +1,13 @@
+"""sctbr: Tree-Based Regularization for single-cell data, in the scverse."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from sctbr import datasets, metrics, model, tl  # noqa: E402
+from sctbr._tree import EnvironmentTree
+
+try:
+    __version__ = version("sctbr")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = ["EnvironmentTree", "datasets", "metrics", "model", "tl", "__version__"]
