@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import anndata as ad
+import numpy as np
 
 #: Key of ``adata.uns`` where :func:`sctbr.pp.environment_tree` and the simulators store the tree.
 TREE_KEY = "environment_tree"
@@ -22,3 +23,52 @@ def record_defaults(adata: ad.AnnData, **values: Any) -> None:
 def recorded_default(adata: ad.AnnData, name: str) -> Any | None:
     """Return a value recorded by :func:`record_defaults`, or None."""
     return dict(adata.uns.get(DEFAULTS_KEY, {})).get(name)
+
+
+def _plain(value: Any) -> Any:
+    """An in-memory, non-view copy of a matrix-like value (sparse stays sparse)."""
+    import h5py
+    import pandas as pd
+    import scipy.sparse as sp
+
+    if isinstance(value, h5py.Dataset):
+        value = value[()]
+    elif hasattr(value, "to_memory"):  # anndata's backed sparse datasets
+        value = value.to_memory()
+    if isinstance(value, pd.DataFrame):
+        return value.copy()
+    if sp.issparse(value):
+        return sp.csc_matrix(value, copy=True) if value.format == "csc" else sp.csr_matrix(value, copy=True)
+    return np.array(value)
+
+
+def to_memory(adata: ad.AnnData) -> ad.AnnData:
+    """An in-memory, non-view copy of ``adata`` (backed or not) with plain matrices.
+
+    For a backed AnnData (or a view of one) only its cells are read, and, unlike ``AnnData.to_memory()``, the
+    file stays open, so that more selections can follow. Layers read lazily from the file (as
+    :func:`sctbr.datasets.read_gtex` sets them up) come back as plain matrices.
+    """
+    import copy
+
+    if not adata.isbacked:
+        out = adata.copy()
+        for key in list(out.layers):
+            if type(out.layers[key]).__module__.startswith("anndata"):
+                out.layers[key] = _plain(out.layers[key])
+        return out
+    raw = None
+    if adata.raw is not None:
+        raw = {"X": _plain(adata.raw.X), "var": adata.raw.var.copy()}
+    return ad.AnnData(
+        X=_plain(adata.X),
+        obs=adata.obs.copy(),
+        var=adata.var.copy(),
+        uns=copy.deepcopy(dict(adata.uns)),
+        obsm={k: _plain(v) for k, v in adata.obsm.items()},
+        varm={k: _plain(v) for k, v in adata.varm.items()},
+        obsp={k: _plain(v) for k, v in adata.obsp.items()},
+        varp={k: _plain(v) for k, v in adata.varp.items()},
+        layers={k: _plain(v) for k, v in adata.layers.items()},
+        raw=raw,
+    )

@@ -1,5 +1,19 @@
 """Simulators, readers and bundled data."""
 
+from sctbr.datasets._genes import house_keeping_genes
+from sctbr.datasets._gtex import read_gtex, select_epithelial
+from sctbr.datasets._pbmc import pbmc3k
+from sctbr.datasets._regulators import regulators
+from sctbr.datasets._semisynthetic import semisynthetic
 from sctbr.datasets._simulate import random_tree, simulate
 
-__all__ = ["simulate", "random_tree"]
+__all__ = [
+    "simulate",
+    "random_tree",
+    "semisynthetic",
+    "pbmc3k",
+    "read_gtex",
+    "select_epithelial",
+    "regulators",
+    "house_keeping_genes",
+]

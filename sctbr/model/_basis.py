@@ -56,8 +56,9 @@ def refine_basis(
 
     Returns
     -------
-    ``(M, new_node_weights, best_penalty, start_penalty)``: the map of the latents (``Z_new = Z M``), heads in
-    the new basis, the penalty reached, and the penalty reached from the identity start.
+    ``(M, new_node_weights, best_penalty, input_penalty)``: the map of the latents (``Z_new = Z M``), heads in
+    the new basis, the penalty reached, and the exact penalty of the input. The input is returned unchanged when
+    no start improves on it.
     """
     g = torch.Generator().manual_seed(int(random_state))
     d = node_weights.shape[1]
@@ -111,7 +112,11 @@ def refine_basis(
         vals[~torch.isfinite(vals)] = float("inf")
         vals[~torch.isfinite(v).all(dim=2).all(dim=1)] = float("inf")
         best = int(torch.argmin(vals))
-    return m[best].numpy(), v[best].numpy(), float(vals[best]), float(vals[0])
+        # the input itself (identity map, given unobserved heads) is a candidate too: never return worse
+        input_value = float(value(w.unsqueeze(0), 0.0)[0])
+    if input_value <= float(vals[best]):
+        return np.eye(d), node_weights.astype(np.float64).copy(), input_value, input_value
+    return m[best].numpy(), v[best].numpy(), float(vals[best]), input_value
 
 
 def _normalise(a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:

@@ -96,7 +96,7 @@ class TBR(BaseModelClass):
         tree=None,
         n_latent: int = 5,
         hidden: Sequence[int] = (256, 64),
-        lam: float = 1e-3,
+        lam: float = 1e-2,
         baseline: bool = False,
         penalty: Literal["l1", "log"] = "l1",
         proximal: bool = True,
@@ -284,6 +284,9 @@ class TBR(BaseModelClass):
         trainer_kwargs.setdefault("early_stopping_monitor", "validation_loss")
         if validation_size == 0:
             trainer_kwargs["limit_val_batches"] = 0
+        else:
+            # scvi-tools' Trainer validates only with early stopping unless told otherwise
+            trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
         common = {"accelerator": accelerator, "devices": devices, "early_stopping": early_stopping, **trainer_kwargs}
 
         tree_model = not self.module.baseline

@@ -21,7 +21,9 @@ Penalty = Literal["l1", "log"]
 def _sparse_tensor(matrix: sp.spmatrix) -> torch.Tensor:
     coo = sp.coo_matrix(matrix, dtype=np.float32)
     indices = torch.as_tensor(np.vstack([coo.row, coo.col]).astype(np.int64))
-    return torch.sparse_coo_tensor(indices, torch.as_tensor(coo.data), size=coo.shape).coalesce()
+    return torch.sparse_coo_tensor(
+        indices, torch.as_tensor(coo.data), size=coo.shape, check_invariants=False
+    ).coalesce()
 
 
 class TBRModule(BaseModuleClass):

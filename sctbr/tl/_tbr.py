@@ -18,7 +18,7 @@ from sctbr.model._model import DEFAULT_BATCH_SIZE, DEFAULT_LR, TBR, _check_setup
 logger = logging.getLogger(__name__)
 
 #: Default sparsity weight (relative to the standardised target's variance), chosen on simulations.
-DEFAULT_LAM = 1e-3
+DEFAULT_LAM = 1e-2
 _BASELINE_GROUP = "_all_cells"
 
 
@@ -33,6 +33,11 @@ def _resolve_tree(adata: AnnData, tree: Any) -> tuple[EnvironmentTree, str | Non
                 "mapping, a Newick string, a networkx DiGraph or an EnvironmentTree)."
             )
         tree = key
+    if isinstance(tree, str) and tree not in adata.uns and not any(ch in tree for ch in "(;,"):
+        raise ValueError(
+            f"Tree {tree!r} is neither a key of adata.uns (keys: {list(adata.uns.keys())[:10]}) nor a Newick string. "
+            "Pass the key sctbr.pp.environment_tree stored the tree under, or a Newick string ending in ';'."
+        )
     if isinstance(tree, str) and tree in adata.uns:
         stored = adata.uns[tree]
         groupby = stored.get("groupby") if hasattr(stored, "get") else None
@@ -361,9 +366,29 @@ def baseline(
 ):
     """Fit the paper's baseline: the same encoder with one linear head shared by every environment.
 
-    Parameters are those of :func:`sctbr.tl.tbr` without the tree and penalty. ``groupby`` (optional) only
-    stratifies the train/validation split. Writes ``obsm["X_baseline"]``, ``obs["baseline_prediction"]`` and
-    ``uns["baseline"]``.
+    Without the tree's sparse changes nothing singles out a basis of the latents, so they are identified only up to
+    an invertible linear map: the comparison that shows what the tree buys.
+
+    Parameters
+    ----------
+    adata
+        Cells x inputs. Left untouched if anything fails.
+    target
+        Numeric column of ``adata.obs`` to predict (defaults to the target sctbr recorded).
+    groupby
+        Optional column of ``adata.obs``; only stratifies the train/validation split by environment.
+    n_latent, hidden, var_names, layer, max_epochs, lr, batch_size, train_size, validation_size, n_restarts
+        As in :func:`sctbr.tl.tbr`.
+    key_added
+        Results go to ``obsm[f"X_{key_added}"]``, ``obs[f"{key_added}_prediction"]`` and ``uns[key_added]``.
+    accelerator, devices, random_state, copy, return_model
+        As in :func:`sctbr.tl.tbr`.
+    **train_kwargs
+        Passed to :meth:`sctbr.model.TBR.train`.
+
+    Returns
+    -------
+    As :func:`sctbr.tl.tbr`; writes ``obsm["X_baseline"]``, ``obs["baseline_prediction"]`` and ``uns["baseline"]``.
 
     Examples
     --------

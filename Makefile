@@ -1,0 +1,33 @@
+# The README's two commands: `make demo` and `make test`. Both install everything first.
+# CPU machines: the CPU build of torch is installed before the package (a plain `torch` requirement would
+# pull a multi-GB CUDA build). GPU machines: `make install TORCH_SPEC=torch` (see README).
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+DEMO_ARGS ?=
+PYTEST_ARGS ?=
+PY := $(VENV)/bin/python
+
+.PHONY: install demo test lint clean
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(PY) -m sctbr.demo --out demo_output $(DEMO_ARGS)
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check sctbr tests benchmarks
+	$(VENV)/bin/ruff format --check sctbr tests benchmarks
+
+clean:
+	rm -rf $(VENV) demo_output

@@ -1,0 +1,7 @@
+"""Preprocessing: AnnData in, AnnData annotated (environment tree, MAGIC, subsampling)."""
+
+from sctbr.pp._magic import magic
+from sctbr.pp._subsample import subsample
+from sctbr.pp._tree import environment_tree
+
+__all__ = ["environment_tree", "magic", "subsample"]

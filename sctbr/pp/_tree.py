@@ -1,0 +1,275 @@
+"""The environment tree of the cell types (``sctbr.pp.environment_tree``)."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from sctbr._tree import EnvironmentTree
+from sctbr._utils import TREE_KEY, record_defaults
+from sctbr.pp._normalize import log_normalize, looks_like_counts
+
+logger = logging.getLogger(__name__)
+
+_N_PCS = 50  # Scanpy's default number of principal components
+
+
+def _categories(adata: AnnData, groupby: str) -> list[str]:
+    """The categories of ``obs[groupby]``, checked: categorical, str, all used, every cell labelled."""
+    if not isinstance(groupby, str):
+        raise TypeError(f"`groupby` must be the name of an obs column, got {type(groupby).__name__}.")
+    if groupby not in adata.obs:
+        raise KeyError(f"`groupby` column {groupby!r} not found in adata.obs (columns: {list(adata.obs.columns)}).")
+    col = adata.obs[groupby]
+    if not isinstance(col.dtype, pd.CategoricalDtype):
+        raise TypeError(
+            f"adata.obs[{groupby!r}] must be categorical (its categories become the tree's leaves), got "
+            f"{col.dtype}; convert it with adata.obs[{groupby!r}] = adata.obs[{groupby!r}].astype(str).astype('category')."
+        )
+    categories = list(col.cat.categories)
+    not_str = [c for c in categories if not isinstance(c, str)]
+    if not_str:
+        raise TypeError(
+            f"The categories of adata.obs[{groupby!r}] must be strings (tree node names), got {not_str[:5]}; "
+            f"convert them with adata.obs[{groupby!r}] = adata.obs[{groupby!r}].astype(str).astype('category')."
+        )
+    if col.isna().any():
+        raise ValueError(
+            f"{int(col.isna().sum())} cells have no label in adata.obs[{groupby!r}]; drop them first "
+            "(e.g. adata = adata[adata.obs[groupby].notna()].copy())."
+        )
+    counts = col.value_counts()
+    unused = [c for c in categories if counts.get(c, 0) == 0]
+    if unused:
+        raise ValueError(
+            f"{len(unused)} categories of adata.obs[{groupby!r}] have no cells: {unused[:10]}. Remove them with "
+            f"adata.obs[{groupby!r}] = adata.obs[{groupby!r}].cat.remove_unused_categories()."
+        )
+    return [str(c) for c in categories]
+
+
+def _free_names(categories: list[str]) -> tuple[str, str]:
+    """An internal-node prefix and a root name that clash with no category."""
+    taken = set(categories)
+    n_internal = max(len(categories) - 2, 0)
+    for pad in range(100):
+        prefix, root = "_" * pad + "node", "_" * pad + "root"
+        names = {f"{prefix}{i}" for i in range(n_internal)} | {root}
+        if not names & taken:
+            return prefix, root
+    raise ValueError("Could not find internal node names that differ from the category names.")  # pragma: no cover
+
+
+def _stored_linkage(adata: AnnData, key: str, categories: list[str], params: dict[str, Any]) -> np.ndarray | None:
+    """The linkage of a stored Scanpy dendrogram if it matches the current categories and parameters."""
+    if key not in adata.uns:
+        return None
+    stored = adata.uns[key]
+    if not isinstance(stored, Mapping) or "linkage" not in stored:
+        return None
+    linkage = np.asarray(stored["linkage"], dtype=float)
+    n = len(categories)
+    if linkage.ndim != 2 or linkage.shape[0] != n - 1:
+        return None
+    ordered = [str(c) for c in np.asarray(stored.get("categories_ordered", []), dtype=object)]
+    idx = np.asarray(stored.get("categories_idx_ordered", []), dtype=int)
+    # The linkage indexes the categories in their order at the time: check that this order still holds.
+    if len(ordered) != n or len(idx) != n or sorted(idx.tolist()) != list(range(n)):
+        return None
+    if any(categories[i] != name for i, name in zip(idx, ordered, strict=True)):
+        return None
+    for name, value in params.items():
+        if value is not None and name in stored and str(stored[name]) != str(value):
+            return None
+    return linkage
+
+
+def _representation(adata: AnnData, use_rep: str | None, n_pcs: int | None) -> tuple[Any, int | None]:
+    """The matrix Scanpy's dendrogram would average per category, and the ``n_pcs`` to apply to it.
+
+    Same choice as Scanpy (``obsm[use_rep]``; else ``obsm["X_pca"]``; else ``X`` for at most 50 genes), except
+    that a missing PCA is computed on log-normalised counts in a private AnnData instead of on ``X`` and stored.
+    """
+    import scanpy as sc
+
+    if use_rep is not None and use_rep != "X":
+        if use_rep not in adata.obsm:
+            raise KeyError(f"`use_rep` {use_rep!r} not found in adata.obsm ({list(adata.obsm)}).")
+        return np.asarray(adata.obsm[use_rep]), n_pcs
+    if use_rep is None and n_pcs != 0 and "X_pca" in adata.obsm:
+        return np.asarray(adata.obsm["X_pca"]), n_pcs
+    if adata.isbacked:
+        raise ValueError("`adata` is backed on disk; load it to memory or pass `use_rep` with a key of obsm.")
+    x = adata.X
+    if use_rep == "X" or n_pcs == 0 or adata.n_vars <= _N_PCS:
+        return (x.toarray() if hasattr(x, "toarray") else np.asarray(x)), None
+    data = log_normalize(x) if looks_like_counts(x) else x
+    n_comps = min(n_pcs or _N_PCS, adata.n_obs - 1, adata.n_vars - 1)
+    var = pd.DataFrame(index=adata.var_names.copy())
+    if "highly_variable" in adata.var:
+        var["highly_variable"] = adata.var["highly_variable"].to_numpy(dtype=bool)
+    work = AnnData(X=data, obs=pd.DataFrame(index=adata.obs_names.copy()), var=var)
+    sc.pp.pca(work, n_comps=n_comps, random_state=0)
+    logger.info("environment_tree: computed %d principal components of log-normalised X (not stored)", n_comps)
+    return work.obsm["X_pca"], None
+
+
+def _dendrogram(
+    adata: AnnData, groupby: str, *, use_rep: str | None, n_pcs: int | None, linkage_method: str, cor_method: str
+) -> dict[str, Any]:
+    """Scanpy's dendrogram information, computed on a private AnnData so that ``adata`` is not modified."""
+    import scanpy as sc
+
+    rep, rep_n_pcs = _representation(adata, use_rep, n_pcs)
+    work = AnnData(obs=adata.obs[[groupby]].copy(), obsm={"rep": rep})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=FutureWarning)
+        info = sc.tl.dendrogram(
+            work,
+            groupby,
+            use_rep="rep",
+            n_pcs=rep_n_pcs,
+            cor_method=cor_method,
+            linkage_method=linkage_method,
+            inplace=False,
+        )
+    info["use_rep"] = use_rep
+    return info
+
+
+def environment_tree(
+    adata: AnnData,
+    groupby: str,
+    *,
+    tree: Any = None,
+    use_rep: str | None = None,
+    n_pcs: int | None = None,
+    linkage_method: str = "complete",
+    cor_method: Literal["pearson", "kendall", "spearman"] = "pearson",
+    key_added: str | None = None,
+) -> EnvironmentTree:
+    """Build the tree of environments (cell types) and store it where :func:`sctbr.tl.tbr` finds it.
+
+    By default the tree is Scanpy's dendrogram of the categories of ``obs[groupby]``, as in the paper: the
+    hierarchical clustering of the categories' mean representations (:func:`scanpy.tl.dendrogram`). The
+    categories become the leaves; the merges become internal nodes ``"node0"``, ``"node1"``, ... and the
+    ``"root"`` (prefixed with underscores if a category already has such a name). An existing
+    ``uns["dendrogram_<groupby>"]`` is reused when it matches the current categories and the requested
+    methods; otherwise it is computed and stored there (so :func:`scanpy.pl.dendrogram` can draw it).
+
+    The representation is ``obsm[use_rep]``; by default ``obsm["X_pca"]``, or ``X`` itself for at most 50
+    genes. When neither exists, 50 principal components (at most ``n_pcs``) of ``X`` are computed, after
+    ``normalize_total(target_sum=1e4)`` and ``log1p`` if ``X`` holds counts; they are used for the dendrogram
+    only and not stored. ``X`` is never modified.
+
+    Alternatively pass your own ``tree`` (e.g. a known differentiation hierarchy): it is validated against
+    the categories and stored the same way.
+
+    Parameters
+    ----------
+    adata
+        Cells x genes.
+    groupby
+        Categorical column of ``adata.obs`` with string categories (cell types), each with at least one cell.
+    tree
+        A user-given tree instead of the dendrogram: a child -> parent mapping, a Newick string, a
+        :class:`networkx.DiGraph` or an :class:`~sctbr.EnvironmentTree`. Every category must be a node (leaf or
+        internal); leaves without cells only trigger a warning.
+    use_rep
+        Key of ``adata.obsm`` (or ``"X"``) with the representation to average per category.
+    n_pcs
+        Number of its leading components to use (``None``: all).
+    linkage_method
+        Linkage of :func:`scipy.cluster.hierarchy.linkage` (Scanpy's default ``"complete"``).
+    cor_method
+        Correlation between category means, turned into the distance ``1 - correlation``.
+    key_added
+        Key of ``adata.uns`` for the tree (default ``"environment_tree"``, where :func:`sctbr.tl.tbr` looks).
+
+    Returns
+    -------
+    The tree. ``adata.uns[key_added]`` holds :meth:`~sctbr.EnvironmentTree.to_dict` plus ``"groupby"`` and
+    ``"source"`` (``"dendrogram_<groupby>"`` or ``"user"``), and ``adata.uns["sctbr"]`` records ``groupby``
+    and the tree's key so that ``sctbr.tl.tbr(adata, target=...)`` needs neither.
+
+    Examples
+    --------
+    >>> import sctbr
+    >>> adata = sctbr.datasets.pbmc3k()
+    >>> tree = sctbr.pp.environment_tree(adata, "cell_type")
+    >>> sorted(tree.leaves) == sorted(adata.obs["cell_type"].cat.categories)
+    True
+    >>> tree = sctbr.pp.environment_tree(adata, "cell_type", tree={c: "PBMC" for c in tree.leaves})
+    >>> tree.root
+    'PBMC'
+    """
+    categories = _categories(adata, groupby)
+    key = TREE_KEY if key_added is None else key_added
+    if not isinstance(key, str) or not key:
+        raise ValueError(f"`key_added` must be a non-empty string, got {key_added!r}.")
+
+    dendrogram_key = f"dendrogram_{groupby}"
+    dendrogram_info = None
+    if tree is not None:
+        if not isinstance(tree, EnvironmentTree | Mapping | str | nx.DiGraph):
+            raise TypeError(
+                f"`tree` must be a child -> parent mapping, a Newick string, a networkx.DiGraph or an "
+                f"EnvironmentTree, got {type(tree).__name__}."
+            )
+        result = EnvironmentTree.coerce(tree)
+        missing = [c for c in categories if c not in result]
+        if missing:
+            raise ValueError(
+                f"{len(missing)} categories of adata.obs[{groupby!r}] are not nodes of the given tree: "
+                f"{missing[:10]}. Add them to the tree, or subset the cells to the tree's nodes."
+            )
+        empty = [leaf for leaf in result.leaves if leaf not in set(categories)]
+        if empty:
+            warnings.warn(
+                f"{len(empty)} leaves of the tree have no cells in adata.obs[{groupby!r}]: {empty[:10]}. Their "
+                "heads are not fitted.",
+                UserWarning,
+                stacklevel=2,
+            )
+        source = "user"
+    else:
+        if len(categories) < 2:
+            raise ValueError(
+                f"adata.obs[{groupby!r}] has a single category ({categories[0]!r}); a tree needs at least two."
+            )
+        params = {"linkage_method": linkage_method, "cor_method": cor_method, "use_rep": use_rep}
+        linkage = _stored_linkage(adata, dendrogram_key, categories, params)
+        if linkage is None:
+            dendrogram_info = _dendrogram(
+                adata,
+                groupby,
+                use_rep=use_rep,
+                n_pcs=n_pcs,
+                linkage_method=linkage_method,
+                cor_method=cor_method,
+            )
+            linkage = np.asarray(dendrogram_info["linkage"], dtype=float)
+        else:
+            logger.info("environment_tree: reusing adata.uns[%r]", dendrogram_key)
+        prefix, root = _free_names(categories)
+        result = EnvironmentTree.from_linkage(linkage, categories, internal_prefix=prefix, root_name=root)
+        source = dendrogram_key
+
+    # Write only after everything succeeded.
+    if dendrogram_info is not None:
+        if dendrogram_key in adata.uns:
+            logger.info("environment_tree: recomputed the stale adata.uns[%r]", dendrogram_key)
+        adata.uns[dendrogram_key] = dendrogram_info
+    stored = result.to_dict()
+    stored["groupby"] = groupby
+    stored["source"] = source
+    adata.uns[key] = stored
+    record_defaults(adata, groupby=groupby, tree_key=key)
+    return result

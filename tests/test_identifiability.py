@@ -1,0 +1,82 @@
+"""Scientific acceptance: the default ``sctbr.tl.tbr`` call identifies the latents on simulations.
+
+Each test fits on a simulation with known latents and checks the MCC (absolute correlations, Hungarian matching)
+on held-out test cells. These are the slow tests of the suite (about a minute each on 2 CPU cores).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import sctbr
+from sctbr.metrics import mcc
+
+pytestmark = pytest.mark.slow
+
+SPLIT = {"train_size": 0.5, "validation_size": 0.25}  # the paper's split; MCC is scored on the 25% test cells
+QUIET = {"accelerator": "cpu", "enable_progress_bar": False, "enable_model_summary": False}
+
+
+def _test_mcc(adata, key: str) -> float:
+    test = adata.uns[key]["split"] == "test"
+    assert test.sum() > 0
+    return mcc(adata.obsm["Z_true"][test], adata.obsm[f"X_{key}"][test])
+
+
+@pytest.fixture(scope="module")
+def balanced_k1():
+    adata = sctbr.datasets.simulate(depth=4, n_latent=5, k=1, n_obs_per_env=300, random_state=0)
+    sctbr.tl.tbr(adata, **SPLIT, **QUIET)
+    sctbr.tl.baseline(adata, **SPLIT, **QUIET)
+    return adata
+
+
+def test_default_tbr_identifies_latents_on_balanced_tree(balanced_k1):
+    score = _test_mcc(balanced_k1, "tbr")
+    assert score >= 0.95, f"TBR MCC {score:.3f} on depth-4 balanced tree, k=1"
+
+
+def test_baseline_does_not_identify_latents(balanced_k1):
+    score = _test_mcc(balanced_k1, "baseline")
+    assert score <= 0.75, f"baseline MCC {score:.3f} should stay entangled"
+
+
+def test_tbr_deltas_are_exactly_sparse_and_match_the_true_support(balanced_k1):
+    adata = balanced_k1
+    deltas = adata.uns["tbr"]["deltas"].to_numpy()
+    assert (deltas == 0).mean() > 0.4, "proximal steps should leave exact zeros in Delta"
+    truth = adata.uns["simulation"]["deltas"]
+    rec = sctbr.metrics.support_recovery(truth, deltas, adata.obsm["Z_true"], adata.obsm["X_tbr"], rtol=0.1)
+    # chance level is the true density (k / n_latent = 0.2); measured: precision 0.92, recall 0.88
+    assert rec["recall"] >= 0.8, rec
+    assert rec["precision"] >= 0.8, rec
+
+
+def test_nothing_is_identified_without_changes():
+    adata = sctbr.datasets.simulate(depth=4, n_latent=5, k=0, n_obs_per_env=300, random_state=1)
+    sctbr.tl.tbr(adata, **SPLIT, **QUIET)
+    sctbr.tl.baseline(adata, **SPLIT, **QUIET)
+    for key in ("tbr", "baseline"):
+        score = _test_mcc(adata, key)
+        assert score < 0.9, f"{key} MCC {score:.3f} at k=0, where no method can identify the latents"
+
+
+def test_default_tbr_identifies_latents_on_unbalanced_leaves_only_tree():
+    tree = sctbr.datasets.random_tree(16, random_state=0)
+    depths = {tree.depth(leaf) for leaf in tree.leaves}
+    assert len(depths) > 1, "the tree must be unbalanced"
+    adata = sctbr.datasets.simulate(tree=tree, leaves_only=True, k=1, n_obs_per_env=1000, random_state=0)
+    assert set(adata.obs["environment"].cat.categories) == set(tree.leaves)
+    sctbr.tl.tbr(adata, **SPLIT, **QUIET)
+    score = _test_mcc(adata, "tbr")
+    assert score >= 0.9, f"TBR MCC {score:.3f} on an unbalanced leaves-only tree, k=1"
+
+
+def test_same_seed_gives_identical_latents():
+    runs = []
+    for _ in range(2):
+        adata = sctbr.datasets.simulate(depth=2, n_obs_per_env=60, random_state=3)
+        sctbr.tl.tbr(adata, max_epochs=6, random_state=7, **QUIET)
+        runs.append(adata.obsm["X_tbr"])
+    np.testing.assert_array_equal(runs[0], runs[1])
