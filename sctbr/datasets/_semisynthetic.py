@@ -12,9 +12,9 @@ import pandas as pd
 import scipy.sparse as sp
 
 from sctbr._tree import EnvironmentTree
-from sctbr._utils import TREE_KEY, record_defaults
+from sctbr._utils import TREE_KEY
 from sctbr.datasets._regulators import regulators
-from sctbr.datasets._simulate import check_k, tree_weights
+from sctbr.datasets._simulate import check_k, store_truth, tree_weights
 
 
 def _columns(adata: ad.AnnData, layer: str | None, genes: list[str]) -> np.ndarray:
@@ -249,17 +249,13 @@ def semisynthetic(
     out = ad.AnnData(X=x.astype(np.float32), obs=obs, var=var)
     out.layers[layer if layer is not None else "X"] = x_raw.astype(np.float32)
     out.obsm["Z_true"] = z.astype(np.float32)
-    tree_dict = tree_obj.to_dict()
-    tree_dict["groupby"] = groupby
-    out.uns[TREE_KEY] = tree_dict
-    out.uns["simulation"] = {
-        "root_weights": w0,
-        "deltas": deltas,
-        "arc_labels": np.array(tree_obj.arc_labels, dtype=str),
-        "weights": weights,
-        "nodes": np.array(tree_obj.nodes, dtype=str),
-        "latent_genes": np.array(latent, dtype=str),
-        "params": {
+    store_truth(
+        out,
+        tree_obj,
+        groupby=groupby,
+        truth=(w0, deltas, weights),
+        latent_genes=np.array(latent, dtype=str),
+        params={
             "semisynthetic": True,
             "leaves_only": bool(set(envs) <= set(tree_obj.leaves)),
             "n_inputs": len(inputs),
@@ -270,6 +266,5 @@ def semisynthetic(
             "random_state": int(random_state),
             "layer": layer if layer is not None else "X",
         },
-    }
-    record_defaults(out, target="y", groupby=groupby, tree_key=TREE_KEY)
+    )
     return out

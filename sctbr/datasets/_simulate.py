@@ -107,6 +107,32 @@ def tree_weights(
     return w0, deltas, weights
 
 
+def store_truth(
+    adata: ad.AnnData,
+    tree: EnvironmentTree,
+    *,
+    groupby: str,
+    truth: tuple[np.ndarray, np.ndarray, np.ndarray],
+    params: dict,
+    **extra,
+) -> None:
+    """Store the tree (with its groupby), the true heads and the sctbr defaults of a simulated phenotype ``y``."""
+    w0, deltas, weights = truth
+    tree_dict = tree.to_dict()
+    tree_dict["groupby"] = groupby
+    adata.uns[TREE_KEY] = tree_dict
+    adata.uns["simulation"] = {
+        "root_weights": w0,
+        "deltas": deltas,
+        "arc_labels": np.array(tree.arc_labels, dtype=str),
+        "weights": weights,
+        "nodes": np.array(tree.nodes, dtype=str),
+        **extra,
+        "params": params,
+    }
+    record_defaults(adata, target="y", groupby=groupby, tree_key=TREE_KEY)
+
+
 def check_k(k, n_latent: int) -> None:
     """Validate a sparsity level: a count ``0 <= k <= n_latent`` or a rate in ``(0, 1)``."""
     if isinstance(k, bool) or not isinstance(k, Real):
@@ -231,16 +257,12 @@ def simulate(
         var=pd.DataFrame(index=[f"x{j}" for j in range(n_inputs)]),
     )
     adata.obsm["Z_true"] = z.astype(np.float32)
-    tree_dict = tree.to_dict()
-    tree_dict["groupby"] = "environment"
-    adata.uns[TREE_KEY] = tree_dict
-    adata.uns["simulation"] = {
-        "root_weights": w0,
-        "deltas": deltas,
-        "arc_labels": np.array(tree.arc_labels, dtype=str),
-        "weights": weights,
-        "nodes": np.array(tree.nodes, dtype=str),
-        "params": {
+    store_truth(
+        adata,
+        tree,
+        groupby="environment",
+        truth=(w0, deltas, weights),
+        params={
             "leaves_only": bool(leaves_only),
             "n_inputs": int(n_inputs),
             "n_latent": int(n_latent),
@@ -252,6 +274,5 @@ def simulate(
             "delta_scale": float(delta_scale),
             "random_state": int(random_state),
         },
-    }
-    record_defaults(adata, target="y", groupby="environment", tree_key=TREE_KEY)
+    )
     return adata
