@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Literal
 
@@ -21,8 +20,6 @@ from sctbr.model._basis import refine_basis
 from sctbr.model._data import TBRDataModule, batch_from, prepare_arrays
 from sctbr.model._module import ENV_KEY, X_KEY, Y_KEY, TBRModule
 from sctbr.model._trainingplan import TBRTrainingPlan
-
-logger = logging.getLogger(__name__)
 
 #: Default learning rate, epochs and batch size of :meth:`TBR.train` (chosen on simulations; see the docs).
 DEFAULT_LR = 3e-3

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -14,8 +13,6 @@ from anndata import AnnData
 from sctbr._tree import EnvironmentTree
 from sctbr._utils import TREE_KEY, recorded_default
 from sctbr.model._model import DEFAULT_BATCH_SIZE, DEFAULT_LR, TBR, _check_setup
-
-logger = logging.getLogger(__name__)
 
 #: Default sparsity weight (relative to the standardised target's variance), chosen on simulations.
 DEFAULT_LAM = 1e-2
