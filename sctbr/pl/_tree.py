@@ -1,0 +1,276 @@
+"""The environment tree with the latents that change on each arc."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from matplotlib.collections import LineCollection
+from matplotlib.lines import Line2D
+
+from sctbr._tree import EnvironmentTree
+from sctbr.pl._common import (
+    dfs_order,
+    finish,
+    get_field,
+    get_run,
+    latent_colors,
+    latent_label,
+    new_axes,
+    observed_nodes,
+    run_tree,
+    thin_labels,
+)
+
+_EDGE_COLOR = "0.6"
+_NODE_COLOR = "0.25"
+
+
+def tree_layout(tree: EnvironmentTree) -> dict[str, tuple[float, float]]:
+    """Dendrogram layout: ``node -> (depth, y)``, leaves at ``y = 0, 1, ...`` in depth-first order, parents centred.
+
+    Parameters
+    ----------
+    tree
+        The environment tree.
+
+    Returns
+    -------
+    Position of every node: its depth (arcs from the root) and its height.
+    """
+    order = dfs_order(tree)
+    y: dict[str, float] = {}
+    rank = 0
+    for node in order:
+        if tree.is_leaf(node):
+            y[node] = float(rank)
+            rank += 1
+    for node in reversed(order):  # children before their parent
+        if node not in y:
+            y[node] = float(np.mean([y[c] for c in tree.children(node)]))
+    return {n: (float(tree.depth(n)), y[n]) for n in order}
+
+
+def _deltas_by_arc(adata: AnnData, key: str, t: EnvironmentTree) -> pd.DataFrame:
+    deltas = pd.DataFrame(get_field(adata, key, "deltas"))
+    deltas.index = deltas.index.astype(str)
+    labels = list(t.arc_labels)
+    missing = [a for a in labels if a not in deltas.index]
+    if missing:
+        raise ValueError(
+            f"adata.uns[{key!r}]['deltas'] lacks {len(missing)} arcs of the stored tree (e.g. {missing[:3]}); "
+            f"rerun sctbr.tl.tbr(adata, key_added={key!r})."
+        )
+    return deltas.loc[labels]
+
+
+def _select_latents(deltas: pd.DataFrame, latents: Sequence[int | str] | None) -> pd.DataFrame:
+    if latents is None:
+        return deltas
+    cols = []
+    for lat in latents:
+        if isinstance(lat, int | np.integer):
+            if not 0 <= lat < deltas.shape[1]:
+                raise IndexError(f"latent {lat} out of range: the fit has {deltas.shape[1]} latents.")
+            cols.append(deltas.columns[int(lat)])
+        elif lat in deltas.columns:
+            cols.append(lat)
+        else:
+            raise KeyError(f"latent {lat!r} is not one of {list(deltas.columns)}.")
+    return deltas[cols]
+
+
+def tree(
+    adata: AnnData,
+    *,
+    key: str = "tbr",
+    threshold: float = 0.0,
+    latents: Sequence[int | str] | None = None,
+    max_labels: int = 60,
+    label_internal: bool = False,
+    radial: bool = False,
+    marker_size: float = 60.0,
+    figsize: tuple[float, float] | None = None,
+    ax=None,
+    show: bool | None = None,
+    return_fig: bool = False,
+):
+    """Plot the environment tree and, on every arc, the latents whose weight changes there.
+
+    The tree is drawn as a dendrogram (root on the left, depth on the x-axis, leaves labelled) or radially. On each
+    arc, a marker for every latent whose change ``Delta`` (``adata.uns[key]["deltas"]``) is non-zero: coloured by
+    latent, in a fixed slot per latent, with an area proportional to ``|Delta|``. Environments that had cells are
+    filled dots, nodes without cells (ancestral states) open circles. With more than ``max_labels`` leaves only every
+    n-th leaf is labelled and the markers shrink, so trees with hundreds of leaves stay legible.
+
+    Parameters
+    ----------
+    adata
+        AnnData with a fit of :func:`sctbr.tl.tbr` (or :func:`sctbr.tl.baseline`, whose changes are all zero).
+    key
+        The ``key_added`` of the fit.
+    threshold
+        Changes with ``|Delta| <= threshold`` count as zero.
+    latents
+        Latents to show (positions or column names of ``deltas``); default all.
+    max_labels
+        Most leaf labels to draw; larger trees get every n-th leaf labelled (0: none).
+    label_internal
+        Also label the internal nodes.
+    radial
+        Draw the tree radially (root in the centre), which suits trees with hundreds of leaves.
+    marker_size
+        Area (points^2) of the marker of the largest change; the others scale with ``|Delta|``.
+    figsize
+        Size of a new figure (default: grows with the number of leaves).
+    ax
+        Axes to draw into, or None for a new figure.
+    show
+        Show the figure.
+    return_fig
+        Return the Figure instead of the Axes.
+
+    Returns
+    -------
+    The Axes, or the Figure with ``return_fig=True``.
+
+    Examples
+    --------
+    >>> import sctbr
+    >>> adata = sctbr.datasets.simulate(depth=3, n_obs_per_env=50)
+    >>> sctbr.tl.tbr(adata, max_epochs=5, enable_progress_bar=False)  # doctest: +SKIP
+    >>> sctbr.pl.tree(adata)  # doctest: +SKIP
+    >>> sctbr.pl.tree(adata, radial=True, latents=[0, 1])  # doctest: +SKIP
+    """
+    get_run(adata, key)
+    t = run_tree(adata, key)
+    deltas = _select_latents(_deltas_by_arc(adata, key, t), latents)
+    observed = observed_nodes(adata, key)
+    pos = tree_layout(t)
+    leaves = [n for n in pos if t.is_leaf(n)]  # depth-first order
+    n_leaves, n_lat = len(leaves), deltas.shape[1]
+    crowded = min(1.0, 40.0 / n_leaves)  # shrink factor of markers for large trees
+
+    if figsize is None:
+        if radial:
+            side = float(np.clip(3.0 + 0.03 * n_leaves, 5.0, 11.0))
+            figsize = (side + 1.6, side)
+        else:
+            height = float(np.clip(0.28 * min(n_leaves, max_labels if max_labels > 0 else n_leaves), 2.5, 12.0))
+            figsize = (float(np.clip(2.5 + 1.3 * t.max_depth, 5.0, 12.0)), height)
+    fig, ax = new_axes(ax, figsize)
+
+    if radial:
+        theta = {n: 2 * np.pi * y / n_leaves for n, (_, y) in pos.items()}
+
+        def xy(r, th):
+            return r * np.cos(th), r * np.sin(th)
+    else:
+        theta = {n: y for n, (_, y) in pos.items()}
+
+        def xy(r, th):
+            return r, th
+
+    # Arcs as elbows: along the parent's depth to the child's height, then out to the child.
+    segments = []
+    for parent, child in t.arcs:
+        rp, rc = pos[parent][0], pos[child][0]
+        tp, tc = theta[parent], theta[child]
+        if radial:
+            ts = np.linspace(tp, tc, max(2, int(abs(tc - tp) / 0.05) + 2))
+            path = [xy(rp, th) for th in ts] + [xy(rc, tc)]
+        else:
+            path = [(rp, tp), (rp, tc), (rc, tc)]
+        segments.append(path)
+    lw = 1.0 if n_leaves <= 60 else 0.6
+    ax.add_collection(LineCollection(segments, colors=_EDGE_COLOR, linewidths=lw, zorder=1))
+
+    # Nodes: observed environments filled, the others open.
+    node_size = 16.0 * max(crowded, 0.15)
+    names = list(pos)
+    is_obs = np.array([observed is None or n in observed for n in names])
+    coords = np.array([xy(pos[n][0], theta[n]) for n in names])
+    handles = []
+    ax.scatter(*coords[is_obs].T, s=node_size, color=_NODE_COLOR, zorder=2, linewidths=0)
+    if observed is not None:
+        handles.append(Line2D([], [], ls="", marker="o", color=_NODE_COLOR, label="environment with cells"))
+        if (~is_obs).any():
+            ax.scatter(*coords[~is_obs].T, s=node_size, facecolors="white", edgecolors=_NODE_COLOR, zorder=2)
+            handles.append(
+                Line2D([], [], ls="", marker="o", mfc="white", color=_NODE_COLOR, label="node without cells")
+            )
+
+    # Changes: one marker per non-zero entry of Delta, in a fixed slot per latent along the arc.
+    values = np.abs(deltas.to_numpy(dtype=float))
+    changed = values > threshold
+    vmax = values[changed].max() if changed.any() else 1.0
+    colors = latent_colors(n_lat)
+    children = np.array([c for _, c in t.arcs], dtype=object)
+    parents = np.array([p for p, _ in t.arcs], dtype=object)
+    for j, name in enumerate(deltas.columns):
+        rows = np.flatnonzero(changed[:, j])
+        if rows.size == 0:
+            continue
+        frac = (j + 1) / (n_lat + 1)
+        r = np.array(
+            [pos[p][0] + frac * (pos[c][0] - pos[p][0]) for p, c in zip(parents[rows], children[rows], strict=True)]
+        )
+        th = np.array([theta[c] for c in children[rows]])
+        size = marker_size * crowded * (0.15 + 0.85 * values[rows, j] / vmax)
+        ax.scatter(*xy(r, th), s=size, color=colors[j], edgecolors="white", linewidths=0.3, zorder=3)
+        handles.append(Line2D([], [], ls="", marker="o", color=colors[j], label=latent_label(name)))
+
+    # Labels: every leaf, or every n-th of a large tree.
+    shown = thin_labels(n_leaves, max_labels)
+    fontsize = 9 if n_leaves <= 30 else (7 if n_leaves <= max_labels else 6)
+    for i in shown:
+        leaf = leaves[i]
+        r, th = pos[leaf][0] + 0.12, theta[leaf]
+        if radial:
+            deg = np.degrees(th) % 360
+            flip = 90 < deg < 270
+            ax.text(
+                *xy(r, th),
+                leaf,
+                rotation=deg + 180 if flip else deg,
+                rotation_mode="anchor",
+                ha="right" if flip else "left",
+                va="center",
+                fontsize=fontsize,
+            )
+        else:
+            ax.text(r, th, leaf, ha="left", va="center", fontsize=fontsize)
+    if label_internal:
+        for n in names:
+            if not t.is_leaf(n):
+                ax.text(*xy(pos[n][0], theta[n]), f"{n} ", ha="right", va="bottom", fontsize=fontsize - 1, color="0.3")
+
+    if radial:
+        margin = 1.0 if len(shown) else 0.2  # room for the leaf labels
+        ax.set_xlim(coords[:, 0].min() - margin, coords[:, 0].max() + margin)
+        ax.set_ylim(coords[:, 1].min() - margin, coords[:, 1].max() + margin)
+        ax.set_aspect("equal")
+        ax.set_axis_off()
+    else:
+        ax.set_xlim(-0.1, t.max_depth + 0.1)
+        ax.set_ylim(n_leaves - 0.5, -0.5)
+        ax.set_axis_off()
+    note = f" (1 in {shown[1]} of {n_leaves} leaves labelled)" if len(shown) > 1 and shown[1] > 1 else ""
+    ax.set_title(f"{key}: latents that change on each arc{note}", fontsize="medium")
+    if handles:
+        where = (
+            {"loc": "upper left", "bbox_to_anchor": (1.0, 1.0)}
+            if radial
+            else {"loc": "upper center", "bbox_to_anchor": (0.5, 0.0), "ncol": min(len(handles), 4)}
+        )
+        ax.legend(
+            handles=handles,
+            **where,
+            frameon=False,
+            fontsize="small",
+            title="marker area ~ |change|" if changed.any() else None,
+            title_fontsize="small",
+        )
+    return finish(fig, ax, show, return_fig)
