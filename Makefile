@@ -8,7 +8,7 @@ DEMO_ARGS ?=
 PYTEST_ARGS ?=
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint clean experiments-quick
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ install: $(VENV)/.installed
 demo: install
 	$(PY) -m sctbr.demo --out demo_output $(DEMO_ARGS)
 
+# Every experiment of the paper at its quick scale (CSV, PNG and Markdown summary per experiment).
+experiments-quick: install
+	$(PY) -m sctbr.experiments all --profile quick --out experiments_quick
+
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -30,4 +34,4 @@ lint: install
 	$(VENV)/bin/ruff format --check sctbr tests benchmarks
 
 clean:
-	rm -rf $(VENV) demo_output
+	rm -rf $(VENV) demo_output experiments_quick

@@ -36,8 +36,8 @@ def save(obj, name: str) -> None:
 
 def one_fit() -> None:
     """TBR and the baseline on one simulation: tree, weights, latents vs truth, history."""
-    adata = sctbr.datasets.simulate(depth=3, n_obs_per_env=150, k=1, random_state=0)
-    common = {"max_epochs": 60, "train_size": 0.5, "validation_size": 0.25, "random_state": 0, **QUIET}
+    adata = sctbr.datasets.simulate(depth=4, n_obs_per_env=300, k=1, random_state=0)
+    common = {"train_size": 0.5, "validation_size": 0.25, "random_state": 0, **QUIET}
     sctbr.tl.tbr(adata, **common)
     sctbr.tl.baseline(adata, **common)
     save(sctbr.pl.tree(adata, return_fig=True), "tree")

@@ -2,7 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from sctbr import datasets, metrics, model, pl, pp, tl  # noqa: E402
+from sctbr import datasets, experiments, metrics, model, pl, pp, tl  # noqa: E402
 from sctbr._tree import EnvironmentTree
 
 try:
@@ -10,4 +10,4 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
-__all__ = ["EnvironmentTree", "datasets", "metrics", "model", "pl", "pp", "tl", "__version__"]
+__all__ = ["EnvironmentTree", "datasets", "experiments", "metrics", "model", "pl", "pp", "tl", "__version__"]

@@ -10,7 +10,7 @@ import pytest
 import sctbr
 
 API = (Path(__file__).parent.parent / "docs" / "api.md").read_text()
-MODULES = ["pp", "tl", "pl", "model", "datasets", "metrics"]
+MODULES = ["pp", "tl", "pl", "model", "datasets", "metrics", "experiments"]
 
 
 def _public():

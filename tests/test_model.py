@@ -426,3 +426,14 @@ def test_early_stopping_stops_on_the_validation_objective(make_adata):
     )
     n_epochs = len(model.history["validation_loss"])
     assert 1 <= n_epochs < 50
+
+
+def test_latents_stay_standardised_after_every_training_stage(make_adata):
+    """Each stage trains in train mode, so the running statistics keep the latents at unit variance."""
+    adata = make_adata(n_obs_per_env=150)
+    TBR.setup_anndata(adata, target="y", groupby="environment")
+    model = TBR(adata, tree=adata.uns["environment_tree"], n_latent=2, hidden=(16,))
+    model.train(max_epochs=40, accelerator="cpu", enable_progress_bar=False)
+    z = model.get_latent_representation()
+    np.testing.assert_allclose(z.std(0), 1.0, atol=0.15)
+    assert model.module.standardize.num_batches_tracked > 0

@@ -93,7 +93,7 @@ class TBR(BaseModelClass):
         tree=None,
         n_latent: int = 5,
         hidden: Sequence[int] = (256, 64),
-        lam: float = 1e-2,
+        lam: float = 1e-3,
         baseline: bool = False,
         penalty: Literal["l1", "log"] = "l1",
         proximal: bool = True,

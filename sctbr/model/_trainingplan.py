@@ -107,6 +107,11 @@ class TBRTrainingPlan(TrainingPlan):
     def on_validation_epoch_end(self):
         self._log_epoch("validation", "validation_loss")
 
+    def on_train_start(self):
+        # Lightning (>= 2.2) keeps each submodule's train/eval mode across fits, and scvi-tools' runner leaves the
+        # module in eval mode after a fit: without this, a second stage would train with frozen latent statistics.
+        self.module.train()
+
     def on_train_epoch_start(self):
         epoch = self.current_epoch
         if epoch >= self.warmup_epochs and (epoch - self.warmup_epochs) % self.reweight_every == 0 and epoch > 0:

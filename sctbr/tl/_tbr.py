@@ -15,7 +15,7 @@ from sctbr._utils import TREE_KEY, recorded_default
 from sctbr.model._model import DEFAULT_BATCH_SIZE, DEFAULT_LR, TBR, _check_setup
 
 #: Default sparsity weight (relative to the standardised target's variance), chosen on simulations.
-DEFAULT_LAM = 1e-2
+DEFAULT_LAM = 1e-3
 _BASELINE_GROUP = "_all_cells"
 
 
