@@ -2,8 +2,8 @@
 
     python docs/make_plots.py
 
-The fits are small (short training on small simulations): the images show what each plot looks like, not the
-paper's numbers. The transfer image uses illustrative numbers until the transfer experiment is in sctbr.
+One default fit on a depth-4 simulation (tree, weights, latents, history), and the quick profile of the
+``sparsity_sweep`` and ``transfer`` experiments (results plots): real outputs at a small scale, not the paper's.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 
 import sctbr  # noqa: E402
 
@@ -51,55 +49,17 @@ def one_fit() -> None:
     save(fig, "history")
 
 
-def sweep() -> pd.DataFrame:
-    """A small version of the paper's Fig. 3: MCC and test MSE per k, 2 seeds, in sctbr's tidy results form."""
-    rows = []
-    for k in (0, 1, 2):
-        for seed in (0, 1):
-            adata = sctbr.datasets.simulate(depth=2, n_obs_per_env=200, n_latent=3, k=k, random_state=seed)
-            test = None
-            for method, fit in (("tbr", sctbr.tl.tbr), ("baseline", sctbr.tl.baseline)):
-                fit(adata, n_latent=3, max_epochs=40, train_size=0.5, validation_size=0.25, random_state=seed, **QUIET)
-                test = adata.uns[method]["split"] == "test"
-                err = adata.obs[f"{method}_prediction"].to_numpy() - adata.obs["y"].to_numpy()
-                rows.append(
-                    {
-                        "method": method,
-                        "k": k,
-                        "seed": seed,
-                        "mcc": sctbr.metrics.mcc(adata.obsm["Z_true"][test], adata.obsm[f"X_{method}"][test]),
-                        "test_mse": float(np.mean(err[test] ** 2)),
-                        "transfer_mse": np.nan,
-                        "n_latent": 3,
-                        "experiment": "docs",
-                    }
-                )
-            print(f"k={k} seed={seed} done")
-    return pd.DataFrame(rows)
-
-
-def illustrative_transfer() -> pd.DataFrame:
-    """Made-up transfer errors in the tidy form (the transfer experiment is not in sctbr yet)."""
-    rng = np.random.default_rng(0)
-    rows = [
-        {"method": m, "k": k, "seed": s, "transfer_mse": float(rng.lognormal(np.log(base * (1 + 0.3 * k)), 0.3))}
-        for k in (1, 2, 3)
-        for s in range(5)
-        for m, base in (("tbr", 0.15), ("baseline", 0.5))
-    ]
-    return pd.DataFrame(rows)
-
-
 def main() -> None:
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     logging.getLogger("lightning.fabric").setLevel(logging.ERROR)
     OUT.mkdir(parents=True, exist_ok=True)
     one_fit()
-    results = sweep()
+    # the paper's Fig. 3 and Fig. 4b at the quick profile (python -m sctbr.experiments ... --profile quick)
+    results = sctbr.experiments.sparsity_sweep("quick")
     save(sctbr.pl.mcc(results, return_fig=True), "mcc")
     save(sctbr.pl.prediction_error(results, log=True, return_fig=True), "prediction_error")
-    save(sctbr.pl.transfer(illustrative_transfer(), title="illustrative numbers", return_fig=True), "transfer")
+    save(sctbr.pl.transfer(sctbr.experiments.transfer("quick"), return_fig=True), "transfer")
 
 
 if __name__ == "__main__":
