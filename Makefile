@@ -8,7 +8,7 @@ DEMO_ARGS ?=
 PYTEST_ARGS ?=
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test lint clean experiments-quick
+.PHONY: install demo test lint docs clean experiments-quick
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -26,12 +26,21 @@ demo: install
 experiments-quick: install
 	$(PY) -m sctbr.experiments all --profile quick --out experiments_quick
 
+# The test suite includes the README's examples (tests/test_readme.py) and the tutorials (tests/test_tutorials.py).
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Documentation (Sphinx + myst-nb), warnings are errors; the tutorials are rendered with their committed outputs.
+$(VENV)/.docs-installed: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e ".[docs]"
+	touch $@
+
+docs: $(VENV)/.docs-installed
+	$(VENV)/bin/sphinx-build -W --keep-going -b html docs docs/_build/html
 
 lint: install
 	$(VENV)/bin/ruff check sctbr tests benchmarks
 	$(VENV)/bin/ruff format --check sctbr tests benchmarks
 
 clean:
-	rm -rf $(VENV) demo_output experiments_quick
+	rm -rf $(VENV) demo_output experiments_quick docs/_build docs/generated docs/notebooks

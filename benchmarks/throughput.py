@@ -45,7 +45,7 @@ def bare_loop(model: TBR, epochs: int, batch_size: int, lr: float) -> float:
     """Same module, same data, same proximal step, plain PyTorch: returns seconds."""
     module = model.module
     data = model._arrays(model.adata)
-    dm = TBRDataModule(data, batch_size=batch_size, random_state=0)
+    dm = TBRDataModule(data, train_size=1.0, validation_size=0.0, batch_size=batch_size, random_state=0)
     train = dm.train_dataloader()
     train.steps_per_call = 1  # plain mini-batches
     opt = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=lr, eps=1e-8)

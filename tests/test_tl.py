@@ -190,7 +190,7 @@ def test_returns_none_in_place(small_adata, no_refine):
 
 
 def test_no_arguments_uses_recorded_defaults(make_adata):
-    adata = make_adata(n_obs_per_env=10)
+    adata = make_adata(n_obs_per_env=10, n_inputs=5)  # the default n_latent=5 needs at least 5 inputs
     sctbr.tl.tbr(adata)
     params = adata.uns["tbr"]["params"]
     assert params["target"] == "y"

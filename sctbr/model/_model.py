@@ -11,19 +11,26 @@ import scipy.sparse as sp
 import torch
 from anndata import AnnData
 from scvi.data import AnnDataManager
-from scvi.data.fields import CategoricalObsField, LayerField, NumericalObsField
+from scvi.data.fields import CategoricalObsField, LayerField, NumericalJointObsField, NumericalObsField
 from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
 
 from sctbr._tree import EnvironmentTree
+from sctbr.model import _checkpoint as ckpt
 from sctbr.model._basis import refine_basis
-from sctbr.model._data import TBRDataModule, batch_from, prepare_arrays
+from sctbr.model._data import TBRDataModule, batch_from, max_abs, prepare_arrays
 from sctbr.model._module import ENV_KEY, X_KEY, Y_KEY, TBRModule
 from sctbr.model._trainingplan import TBRTrainingPlan
+from sctbr.model._transfer import TransferMixin
 
 #: Default learning rate, epochs and batch size of :meth:`TBR.train` (chosen on simulations; see the docs).
 DEFAULT_LR = 3e-3
 DEFAULT_BATCH_SIZE = 128
+#: Default sparsity weight (relative to the standardised target's variance), chosen on simulations.
+DEFAULT_LAM = 1e-3
+#: The lambda path of ``lam="auto"``: 7 values, log-spaced from 1e-4 to 1e-1 (the target is standardised, so one
+#: grid serves every dataset).
+DEFAULT_LAM_GRID = tuple(float(v) for v in np.logspace(-4, -1, 7))
 
 
 def _max_epochs_heuristic(n_obs: int) -> int:
@@ -43,7 +50,7 @@ def check_inputs(x, what: str = "inputs") -> None:
         )
 
 
-class TBR(BaseModelClass):
+class TBR(TransferMixin, BaseModelClass):
     """Tree-Based Regularization: identifiable latents from environments linked by a tree.
 
     A shared MLP encoder maps inputs to ``n_latent`` standardised latents; each environment predicts the
@@ -64,7 +71,9 @@ class TBR(BaseModelClass):
         Hidden layer widths of the encoder.
     lam
         Sparsity weight on ``Delta`` relative to the standardised target's variance (the data's scale does not
-        change what a given ``lam`` means).
+        change what a given ``lam`` means), or ``"auto"``: :meth:`train` fits a warm-started path of values and
+        keeps the largest whose validation error is within one standard error of the path's best (see
+        :meth:`train`).
     baseline
         Fit the paper's baseline instead: one head shared by all environments.
     penalty
@@ -73,6 +82,10 @@ class TBR(BaseModelClass):
         Use proximal (soft-threshold) steps for the penalty, which give exact zeros in ``Delta``.
     random_state
         Seed of the weight initialisation (training takes its own seed).
+    loss
+        ``"mse"`` (squared error on the standardised target), ``"logistic"`` (a binary 0/1 target: the heads
+        predict log-odds, :meth:`predict` returns probabilities), or ``"auto"``: logistic for a target whose values
+        are all 0 or 1, squared error otherwise. With several targets, one value for all or one per target.
 
     Examples
     --------
@@ -93,11 +106,12 @@ class TBR(BaseModelClass):
         tree=None,
         n_latent: int = 5,
         hidden: Sequence[int] = (256, 64),
-        lam: float = 1e-3,
+        lam: float | Literal["auto"] = DEFAULT_LAM,
         baseline: bool = False,
         penalty: Literal["l1", "log"] = "l1",
         proximal: bool = True,
         random_state: int = 0,
+        loss: str | Sequence[str] = "auto",
     ):
         super().__init__(adata)
         categories = list(self.adata_manager.get_state_registry(ENV_KEY).categorical_mapping)
@@ -115,12 +129,31 @@ class TBR(BaseModelClass):
             )
         if not isinstance(n_latent, (int, np.integer)) or n_latent < 1:
             raise ValueError(f"`n_latent` must be a positive integer, got {n_latent!r}.")
-        if lam < 0:
+        if n_latent > self._n_inputs():
+            raise ValueError(
+                f"`n_latent` ({n_latent}) exceeds the number of inputs ({self._n_inputs()}): the latents are computed "
+                "from the inputs. Use n_latent <= the number of inputs, or more inputs (var_names)."
+            )
+        var_names = self.registry_["setup_args"].get("var_names")
+        #: Names of the inputs, in the order the encoder reads them (checked when the model meets another AnnData).
+        self.input_names_ = [str(v) for v in (var_names if var_names is not None else self.adata.var_names)]
+        self._lam_auto = isinstance(lam, str)
+        if self._lam_auto:
+            if lam != "auto":
+                raise ValueError(f"`lam` must be a non-negative number or 'auto', got {lam!r}.")
+        elif not np.isfinite(lam) or lam < 0:
             raise ValueError(f"`lam` must be non-negative, got {lam}.")
         if penalty not in ("l1", "log"):
             raise ValueError(f"`penalty` must be 'l1' or 'log', got {penalty!r}.")
         self.tree = tree_obj
         self.environments_ = [str(c) for c in categories]
+        self.targets_ = _as_targets(self.registry_["setup_args"]["target"])
+        y = np.asarray(self.adata_manager.get_from_registry(Y_KEY), dtype=np.float64).reshape(adata.n_obs, -1)
+        self.losses_ = _resolve_losses(loss, y, self.targets_)
+        #: The lambda in use: the chosen one after training with ``lam="auto"``.
+        self.lam_ = float(DEFAULT_LAM if self._lam_auto else lam)
+        #: With ``lam="auto"``, one row per lambda of the path (see :meth:`train`); ``None`` otherwise.
+        self.lam_path_: pd.DataFrame | None = None
         tree = {"nodes": list(tree_obj.nodes), "parents": [tree_obj.parent(n) or "" for n in tree_obj.nodes]}
         torch.manual_seed(int(random_state))
         self.module = self._module_cls(
@@ -128,14 +161,17 @@ class TBR(BaseModelClass):
             int(n_latent),
             tree_obj.path_matrix(self.environments_),
             hidden=tuple(int(h) for h in hidden),
-            lam=float(lam),
+            lam=self.lam_,
             baseline=bool(baseline),
             penalty=penalty,
             proximal=bool(proximal),
+            n_targets=len(self.targets_),
+            losses=self.losses_,
         )
         self._model_summary_string = (
             f"{'Baseline' if baseline else 'TBR'} model: n_latent={n_latent}, hidden={tuple(hidden)}, lam={lam}, "
-            f"penalty={penalty}, {len(self.environments_)} environments on a tree of {tree_obj.n_nodes} nodes"
+            f"penalty={penalty}, {len(self.environments_)} environments on a tree of {tree_obj.n_nodes} nodes, "
+            f"target(s) {self.targets_} with loss {self.losses_}"
         )
         self.init_params_ = self._get_init_params(locals())
 
@@ -144,7 +180,7 @@ class TBR(BaseModelClass):
     def setup_anndata(
         cls,
         adata: AnnData,
-        target: str,
+        target: str | Sequence[str],
         groupby: str,
         layer: str | None = None,
         var_names: Sequence[str] | None = None,
@@ -157,7 +193,8 @@ class TBR(BaseModelClass):
         adata
             Cells x inputs (e.g. transcription factors); dense or sparse.
         target
-            Numeric column of ``adata.obs`` to predict.
+            Numeric column of ``adata.obs`` to predict (0/1 for a binary phenotype), or a list of such columns:
+            one head tree per target on the shared latents.
         groupby
             Categorical column of ``adata.obs`` with each cell's environment (a node of the tree).
         layer
@@ -165,11 +202,12 @@ class TBR(BaseModelClass):
         var_names
             Subset of ``adata.var_names`` to use as inputs; ``None`` uses all.
         """
-        _check_setup(adata, target, groupby, layer, var_names)
         setup_method_args = cls._get_setup_method_args(**locals())
+        _check_setup(adata, target, groupby, layer, var_names)
+        targets = _as_targets(target)
         fields = [
             LayerField(X_KEY, layer, is_count_data=False),
-            NumericalObsField(Y_KEY, target),
+            NumericalObsField(Y_KEY, targets[0]) if len(targets) == 1 else NumericalJointObsField(Y_KEY, targets),
             CategoricalObsField(ENV_KEY, groupby),
         ]
         manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
@@ -186,20 +224,18 @@ class TBR(BaseModelClass):
             return None
         return adata.var_names.get_indexer(list(var_names))
 
-    def _arrays(self, adata: AnnData, with_target: bool = True) -> dict:
+    def _arrays(self, adata: AnnData, with_target: bool = True, backed: str = "stream") -> dict:
+        """Registered arrays; a backed AnnData's inputs are streamed from disk or (``backed="load"``) loaded."""
         manager = self.get_anndata_manager(adata, required=True)
         x = manager.get_from_registry(X_KEY)
         cols = self._input_columns(adata)
-        if cols is not None:
-            if (cols < 0).any():
-                raise ValueError("Some registered `var_names` are missing from this AnnData.")
-            x = x[:, cols]
-        if hasattr(x, "to_memory"):
-            x = x.to_memory()
-        check_inputs(x)
-        y = np.asarray(manager.get_from_registry(Y_KEY)).reshape(-1) if with_target else None
+        if cols is not None and (cols < 0).any():
+            raise ValueError("Some registered `var_names` are missing from this AnnData.")
+        y = np.asarray(manager.get_from_registry(Y_KEY)) if with_target else None
+        if y is not None:
+            y = y.reshape(-1) if len(self.targets_) == 1 else y.reshape(y.shape[0], -1)
         env = np.asarray(manager.get_from_registry(ENV_KEY)).reshape(-1)
-        return prepare_arrays(x, y, env)
+        return prepare_arrays(x, y, env, columns=cols, stream=backed == "stream")
 
     # -- training ---------------------------------------------------------------------------------------------
     def train(
@@ -213,11 +249,16 @@ class TBR(BaseModelClass):
         refine: bool = True,
         fit_fraction: float = 0.7,
         sparsify_lr_factor: float = 0.3,
+        lam_grid: Sequence[float] | None = None,
+        path_epochs: float = 0.1,
         accelerator: str = "auto",
         devices: int | list[int] | str = "auto",
         early_stopping: bool = False,
         random_state: int = 0,
         plan_kwargs: dict | None = None,
+        checkpoint_dir: str | None = None,
+        resume: bool = False,
+        backed: Literal["load", "stream"] = "load",
         **trainer_kwargs,
     ) -> None:
         """Train through Lightning (GPU when present, CPU otherwise) in three stages.
@@ -233,6 +274,18 @@ class TBR(BaseModelClass):
 
         With ``refine=False`` and ``fit_fraction=0`` this is the paper's plain recipe (penalised training from
         the start). The baseline has no tree: it runs stage 1 only, for all epochs.
+
+        **Choosing lambda** (model built with ``lam="auto"``): stage 3 runs along ``lam_grid`` from the smallest
+        value up, each value warm-started from the previous solution (the first for the usual stage-3 epochs, each
+        further one for ``path_epochs * max_epochs`` epochs). After each, the data term (mean squared error on the
+        standardised target; logistic loss for a binary target; summed over targets) is computed on every
+        validation cell. The rule is the lasso's *one-standard-error rule*: keep the **largest** lambda whose mean
+        validation error is within one standard error (over validation cells) of the smallest mean on the path,
+        i.e. the sparsest fit that predicts as well as the best one up to noise. The penalised validation
+        objective is not used: it always favours the smallest lambda. The chosen solution is restored; the value is
+        in ``model.lam_`` and the path's scores in ``model.lam_path_`` (columns ``lam``, ``validation_mse``,
+        ``validation_mse_se``, ``penalty``, ``validation_objective``, ``zero_fraction`` (exact zeros in
+        ``Delta``), ``epochs``, ``selected``).
 
         Parameters
         ----------
@@ -251,6 +304,10 @@ class TBR(BaseModelClass):
             Fraction of the epochs spent in stage 1.
         sparsify_lr_factor
             Learning rate of stage 3 relative to ``lr``.
+        lam_grid
+            With ``lam="auto"``: the lambdas to try (default 7 values log-spaced from 1e-4 to 1e-1).
+        path_epochs
+            With ``lam="auto"``: epochs of every lambda after the first, as a fraction of ``max_epochs``.
         accelerator, devices
             As in Lightning / scvi-tools.
         early_stopping
@@ -260,12 +317,40 @@ class TBR(BaseModelClass):
             Seed of the split, the batch order and the refinement's starts.
         plan_kwargs
             Keyword arguments of :class:`~sctbr.model.TBRTrainingPlan`.
+        checkpoint_dir
+            Save a checkpoint at the end of every epoch of every stage, and the weights of every finished stage,
+            in this directory (see :doc:`/scale`).
+        resume
+            Continue the fit whose checkpoints are in ``checkpoint_dir`` (finished stages are replayed from their
+            files, the interrupted one continues from its last epoch); a fresh fit if there are none. The model,
+            data and arguments must be those of the interrupted fit. On CPU the result equals an uninterrupted fit.
+        backed
+            For a backed AnnData (``anndata.read_h5ad(path, backed="r")``): ``"load"`` reads the registered input
+            columns into memory block by block (the file's other columns are never loaded); ``"stream"`` leaves
+            them on disk and reads blocks of cells for every epoch (memory: one block of about 64 MB; batches are
+            shuffled within blocks, and the block order is shuffled).
         **trainer_kwargs
-            Passed to :class:`scvi.train.Trainer` (a Lightning ``Trainer``).
+            Passed to :class:`scvi.train.Trainer` (a Lightning ``Trainer``), e.g. ``strategy="ddp"`` with
+            ``devices=2`` for data-parallel training on several devices (each process trains on its shard of every
+            epoch; ``batch_size`` is per process), or ``callbacks``.
+
+        Raises
+        ------
+        FloatingPointError
+            When training diverges (NaN or infinite losses or weights): raised at the end of the epoch where it
+            happens, with hints (learning rate, input scale).
+        KeyboardInterrupt
+            When interrupted (Ctrl+C); with ``checkpoint_dir``, ``resume=True`` continues the fit.
         """
+        fit_settings = {k: v for k, v in locals().items() if k not in ckpt.NOT_CHECKPOINTED}
         if not 0 <= fit_fraction <= 1:
             raise ValueError(f"`fit_fraction` must lie in [0, 1], got {fit_fraction}.")
-        data = self._arrays(self.adata)
+        auto = self._lam_auto and not self.module.baseline
+        if auto:
+            grid = _check_lam_grid(lam_grid, validation_size, path_epochs)
+        if backed not in ("load", "stream"):
+            raise ValueError(f"`backed` must be 'load' or 'stream', got {backed!r}.")
+        data = self._arrays(self.adata, backed=backed)
         datamodule = TBRDataModule(
             data,
             train_size=train_size,
@@ -275,7 +360,10 @@ class TBR(BaseModelClass):
             env_names=self.environments_,
         )
         y_train = data[Y_KEY][datamodule.train_idx]
-        self.module.set_target_scale(float(y_train.mean()), float(y_train.std()))
+        if y_train.ndim == 1:
+            self.module.set_target_scale(float(y_train.mean()), float(y_train.std()))
+        else:
+            self.module.set_target_scale(y_train.mean(0).numpy(), y_train.std(0).numpy())
         if max_epochs is None:
             max_epochs = _max_epochs_heuristic(self.adata.n_obs)
         trainer_kwargs.setdefault("early_stopping_monitor", "validation_loss")
@@ -285,6 +373,13 @@ class TBR(BaseModelClass):
             # scvi-tools' Trainer validates only with early stopping unless told otherwise
             trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
         common = {"accelerator": accelerator, "devices": devices, "early_stopping": early_stopping, **trainer_kwargs}
+        self._checkpointer = None
+        if checkpoint_dir is not None:
+            self._checkpointer = ckpt.Checkpointer(
+                checkpoint_dir, resume, ckpt.fit_config(self, fit_settings, plan_kwargs, max_epochs)
+            )
+        elif resume:
+            raise ValueError("`resume=True` needs the `checkpoint_dir` of the interrupted fit.")
 
         tree_model = not self.module.baseline
         n_fit = max_epochs if not tree_model else int(round(fit_fraction * max_epochs))
@@ -299,9 +394,13 @@ class TBR(BaseModelClass):
                 self.module.lam = lam
         if tree_model and refine:
             self.refinement_ = self._refine(data, datamodule.train_idx, random_state)
-        if n_sparse > 0:
-            stage_lr = lr * (sparsify_lr_factor if n_fit > 0 else 1.0)
+        stage_lr = lr * (sparsify_lr_factor if n_fit > 0 else 1.0)
+        if auto:
+            n_path = max(1, int(round(path_epochs * max_epochs)))
+            self._lam_path(data, datamodule, grid, max(n_sparse, n_path), n_path, stage_lr, plan_kwargs, common)
+        elif n_sparse > 0:
             self._run_stage(datamodule, n_sparse, stage_lr, plan_kwargs, common, stage="sparsify")
+        self.lam_ = float(self.module.lam) if not self.module.baseline else 0.0
         if not self._finite():
             self.is_trained_ = False
             raise FloatingPointError(
@@ -314,8 +413,86 @@ class TBR(BaseModelClass):
         kwargs.setdefault("lr", lr)
         kwargs.setdefault("max_epochs", epochs)
         plan = self._training_plan_cls(self.module, **kwargs)
-        runner = self._train_runner_cls(self, training_plan=plan, data_splitter=datamodule, max_epochs=epochs, **common)
-        runner()
+        # DDP broadcasts buffers, and cannot broadcast sparse ones (the path matrix is the same on every process)
+        plan._ddp_params_and_buffers_to_ignore = [f"module.{n}" for n, b in self.module.named_buffers() if b.is_sparse]
+
+        def fit(callbacks: list, ckpt_path: str | None) -> dict:
+            stage_kwargs = {**common, "callbacks": [*(common.get("callbacks") or []), *callbacks]}
+            stage_kwargs["callbacks"].append(ckpt.DivergenceCheck(stage, plan.lr))
+            if ckpt_path is not None:
+                stage_kwargs["ckpt_path"] = ckpt_path
+            log_dir = ckpt.ddp_log_dir(stage_kwargs)
+            if log_dir is not None:
+                stage_kwargs["log_save_dir"] = log_dir
+            try:
+                runner = self._train_runner_cls(
+                    self, training_plan=plan, data_splitter=datamodule, max_epochs=epochs, **stage_kwargs
+                )
+                with ckpt.keyboard_interrupts():
+                    runner()
+                ckpt.sync_from_rank_zero(self.module)
+                if not self._finite():
+                    raise ckpt.DivergedError(stage, epochs - 1, plan.lr)
+                return ckpt.stage_history(runner.trainer)
+            except ckpt.DivergedError as err:
+                self.is_trained_ = False
+                scale = max_abs(datamodule.data[X_KEY])
+                raise ckpt.DivergedError(err.stage, err.epoch, err.lr, scale) from None
+            except BaseException:
+                self.is_trained_ = False
+                raise
+            finally:
+                ckpt.remove_dir(log_dir)
+
+        checkpointer = getattr(self, "_checkpointer", None)
+        if checkpointer is None:
+            fit([], None)
+        else:
+            checkpointer.run(self, stage, fit, datamodule)
+
+    def _lam_path(self, data, datamodule, grid, first_epochs, n_path, stage_lr, plan_kwargs, common) -> None:
+        """Stage 3 along a warm-started lambda path; keep the largest lambda within one SE of the best error."""
+        rows, states = [], []
+        for i, lam in enumerate(grid):
+            epochs = first_epochs if i == 0 else n_path
+            self.module.lam = float(lam)
+            self._run_stage(datamodule, epochs, stage_lr, plan_kwargs, common, stage="sparsify")
+            err = self._cell_losses(data, datamodule.val_idx)
+            with torch.no_grad():
+                penalty = float(self.module.penalty_value())
+                zeros = float((self.module.delta == 0).float().mean())
+            rows.append(
+                {
+                    "lam": float(lam),
+                    "validation_mse": float(err.mean()),
+                    "validation_mse_se": float(err.std(ddof=1) / np.sqrt(len(err))) if len(err) > 1 else 0.0,
+                    "penalty": penalty,
+                    "validation_objective": float(err.mean()) + penalty,
+                    "zero_fraction": zeros,
+                    "epochs": int(epochs),
+                }
+            )
+            states.append({k: v.detach().clone() for k, v in self.module.state_dict().items()})
+        path = pd.DataFrame(rows)
+        chosen = one_standard_error_rule(path["validation_mse"].to_numpy(), path["validation_mse_se"].to_numpy())
+        path["selected"] = np.arange(len(path)) == chosen
+        self.module.load_state_dict(states[chosen])
+        self.module.lam = float(grid[chosen])
+        self.lam_path_ = path
+
+    @torch.no_grad()
+    def _cell_losses(self, data: dict, idx: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+        """Each cell's data term (standardised squared error or logistic loss, summed over targets)."""
+        module = self.module
+        module.eval()
+        device = next(module.parameters()).device
+        idx = torch.as_tensor(np.asarray(idx, dtype=np.int64))
+        out = []
+        for start in range(0, len(idx), batch_size):
+            b = {k: v.to(device) for k, v in batch_from(data, idx[start : start + batch_size]).items()}
+            _, _, losses = module(b)
+            out.append(next(iter(losses.reconstruction_loss.values())).detach().cpu().numpy())
+        return np.concatenate(out).astype(np.float64) if out else np.empty(0)
 
     @torch.no_grad()
     def _refine(self, data: dict, train_idx: np.ndarray, random_state: int) -> dict:
@@ -332,10 +509,17 @@ class TBR(BaseModelClass):
         corr = np.atleast_2d(np.corrcoef(z.T))
         tree = self.tree
         parent_index = np.array([-1] + [tree.node_index([p])[0] for p, _ in tree.arcs], dtype=int)
-        observed = np.isin(np.asarray(tree.nodes), self.environments_)
-        w0 = module.w0.detach().cpu().numpy().astype(np.float64)
-        delta = module.delta.detach().cpu().numpy().astype(np.float64)
-        node_w = w0[None, :] + np.asarray(tree.path_matrix() @ delta)
+        # environments without training cells (e.g. unused categories) have free heads, like internal nodes
+        present = np.unique(data[ENV_KEY].numpy()[np.asarray(train_idx)])
+        observed = np.isin(np.asarray(tree.nodes), [self.environments_[i] for i in present])
+        n_targets, d = module.n_targets, module.n_latent
+        w0 = module.w0.detach().cpu().numpy().astype(np.float64).reshape(n_targets, d)
+        delta = module.delta.detach().cpu().numpy().astype(np.float64).reshape(-1, n_targets, d)
+        paths = tree.path_matrix()
+        # (targets x nodes x latents); a single target keeps the 2-D form
+        node_w = np.stack([w0[t][None, :] + np.asarray(paths @ delta[:, t]) for t in range(n_targets)])
+        if n_targets == 1:
+            node_w = node_w[0]
         m, v, value, start_value = refine_basis(
             node_w,
             parent_index,
@@ -345,7 +529,10 @@ class TBR(BaseModelClass):
             log_eps=module.log_eps,
             random_state=random_state,
         )
-        module.apply_basis(m, v[0], v[1:] - v[parent_index[1:]])
+        if n_targets == 1:
+            module.apply_basis(m, v[0], v[1:] - v[parent_index[1:]])
+        else:
+            module.apply_basis(m, v[:, 0], (v[:, 1:] - v[:, parent_index[1:]]).transpose(1, 0, 2))
         return {"penalty_before": float(start_value), "penalty_after": float(value), "basis": m}
 
     def _finite(self) -> bool:
@@ -354,6 +541,8 @@ class TBR(BaseModelClass):
     # -- outputs ----------------------------------------------------------------------------------------------
     @torch.inference_mode()
     def _run(self, adata: AnnData | None, what: str, batch_size: int = 8192) -> np.ndarray:
+        if adata is not None:
+            ckpt.check_input_names(adata, getattr(self, "input_names_", None), None, self.registry_)
         adata = self._validate_anndata(adata)
         data = self._arrays(adata, with_target=False)
         self.module.eval()
@@ -370,62 +559,305 @@ class TBR(BaseModelClass):
         return np.concatenate(out) if out else np.empty((0,))
 
     def get_latent_representation(self, adata: AnnData | None = None, batch_size: int = 8192) -> np.ndarray:
-        """Standardised latents (cells x n_latent) of ``adata`` (default: the training AnnData)."""
+        """Standardised latents (cells x n_latent) of ``adata`` (default: the training AnnData).
+
+        Cells of environments without training cells (new cell types) are encoded too: the latents do not depend
+        on the environment.
+        """
         self._check_if_trained(warn=False)
+        if self._unseen_environments(adata):
+            return self._encode(adata, batch_size).astype(np.float32)
         return self._run(adata, "latent", batch_size)
 
-    def predict(self, adata: AnnData | None = None, batch_size: int = 8192) -> np.ndarray:
-        """Predicted target of every cell, from its environment's head, on the target's original scale."""
+    def predict(
+        self,
+        adata: AnnData | None = None,
+        batch_size: int = 8192,
+        *,
+        environment: str | None = None,
+        parent: str | None = None,
+        rule: Literal["nearest", "own"] = "nearest",
+    ) -> np.ndarray:
+        """Predicted target of every cell, from its environment's head, on the target's original scale.
+
+        For a binary target (logistic loss) the probability of 1. With several targets, cells x targets (columns
+        in the order of ``model.targets_``).
+
+        Parameters
+        ----------
+        adata
+            Cells to predict (default: the training AnnData).
+        batch_size
+            Cells per forward pass.
+        environment
+            ``None``: each cell with the head of its own environment (the registered ``groupby`` column; every
+            environment must have training cells). A node name: every cell of ``adata`` with the head for that
+            environment (see :doc:`/transfer`): its adapted head if :meth:`adapt` fitted one, otherwise, with
+            ``rule="nearest"``, the head of the closest environment with training cells (or an adapted head) in
+            the tree (:meth:`nearest_observed`; ties go to the first node in breadth-first order, i.e. to an
+            ancestor), the paper's rule for unseen cell types. ``adata``'s ``groupby`` column is then not read
+            and nothing is written into ``adata``.
+        parent
+            For an ``environment`` that is not a node of the model's tree: the node it attaches to.
+        rule
+            ``"nearest"`` (above), or ``"own"``: the node's own head in the tree (for an internal or unobserved
+            node, the value training left it; for a new node, its parent's head, i.e. no change on the new arc).
+
+        Examples
+        --------
+        >>> import sctbr
+        >>> adata = sctbr.datasets.simulate(depth=2, n_obs_per_env=100, random_state=0)
+        >>> train = adata[adata.obs["environment"] != "n11"].copy()
+        >>> sctbr.model.TBR.setup_anndata(train, target="y", groupby="environment")
+        >>> model = sctbr.model.TBR(train, tree=adata.uns["environment_tree"], n_latent=5)
+        >>> model.train(max_epochs=20)  # doctest: +SKIP
+        >>> new = adata[adata.obs["environment"] == "n11"]
+        >>> y_hat = model.predict(new, environment="n11")  # doctest: +SKIP
+        """
         self._check_if_trained(warn=False)
+        if environment is not None:
+            return self._predict_environment(adata, environment, parent, rule, batch_size)
+        if parent is not None:
+            raise ValueError("`parent` only applies with `environment=`: give the name of the new environment too.")
+        self._check_known_environments(adata)
         return self._run(adata, "predict", batch_size)
 
-    def get_environment_weights(self) -> pd.DataFrame:
-        """Head of every tree node (internal nodes included), in target units per standard deviation of a latent."""
-        m = self.module
-        with torch.no_grad():
-            w0 = m.w0.cpu().numpy().astype(np.float64)
-            delta = m.delta.cpu().numpy().astype(np.float64)
-            scale = float(m.y_std.cpu())
-        if m.baseline:
-            delta = np.zeros_like(delta)
-            weights = np.repeat(w0[None, :], self.tree.n_nodes, axis=0)
-        else:
-            # the tree may be larger than the arcs known to the module only for the baseline; here they agree
-            weights = w0[None, :] + np.asarray(self.tree.path_matrix() @ delta)
-        return pd.DataFrame(weights * scale, index=list(self.tree.nodes), columns=self._latent_names())
+    def get_environment_weights(self, target: str | None = None) -> pd.DataFrame:
+        """Head of every tree node (internal nodes included), in target units per standard deviation of a latent.
 
-    def get_deltas(self) -> pd.DataFrame:
-        """Change of the head along every arc (arcs x latents), exact zeros where nothing changed."""
+        For a binary target, in log-odds per standard deviation of a latent. With several targets, ``target``
+        picks one; ``None`` returns all, with a (target, node) row index.
+        """
+        m = self.module
+        n_targets, d = m.n_targets, m.n_latent
         with torch.no_grad():
-            delta = self.module.delta.cpu().numpy().astype(np.float64) * float(self.module.y_std.cpu())
-        if self.module.baseline:
-            delta = np.zeros((self.tree.n_arcs, self.module.n_latent))
-        return pd.DataFrame(delta, index=list(self.tree.arc_labels), columns=self._latent_names())
+            w0 = m.w0.cpu().numpy().astype(np.float64).reshape(n_targets, d)
+            delta = m.delta.cpu().numpy().astype(np.float64).reshape(-1, n_targets, d)
+            scale = m.y_std.cpu().numpy().astype(np.float64)
+        frames = []
+        for t in range(n_targets):
+            if m.baseline:
+                weights = np.repeat(w0[t][None, :], self.tree.n_nodes, axis=0)
+            else:
+                # the tree may be larger than the arcs known to the module only for the baseline; here they agree
+                weights = w0[t][None, :] + np.asarray(self.tree.path_matrix() @ delta[:, t])
+            frames.append(pd.DataFrame(weights * scale[t], index=list(self.tree.nodes), columns=self._latent_names()))
+        return self._by_target(frames, target, "node")
+
+    def get_deltas(self, target: str | None = None) -> pd.DataFrame:
+        """Change of the head along every arc (arcs x latents), exact zeros where nothing changed.
+
+        With several targets, ``target`` picks one; ``None`` returns all, with a (target, arc) row index.
+        """
+        m = self.module
+        n_targets, d = m.n_targets, m.n_latent
+        with torch.no_grad():
+            delta = m.delta.cpu().numpy().astype(np.float64).reshape(-1, n_targets, d)
+            scale = m.y_std.cpu().numpy().astype(np.float64)
+        frames = []
+        for t in range(n_targets):
+            values = np.zeros((self.tree.n_arcs, d)) if m.baseline else delta[:, t] * scale[t]
+            frames.append(pd.DataFrame(values, index=list(self.tree.arc_labels), columns=self._latent_names()))
+        return self._by_target(frames, target, "arc")
+
+    def _by_target(self, frames: list[pd.DataFrame], target: str | None, level: str) -> pd.DataFrame:
+        if target is not None:
+            if target not in self.targets_:
+                raise KeyError(f"Target {target!r} is not one of the model's targets {self.targets_}.")
+            return frames[self.targets_.index(target)]
+        if len(frames) == 1:
+            return frames[0]
+        return pd.concat(frames, keys=self.targets_, names=["target", level])
 
     def _latent_names(self) -> list[str]:
         return [f"latent_{i}" for i in range(self.module.n_latent)]
 
+    # -- save / load --------------------------------------------------------------------------------------------
+    def save(self, dir_path: str, *args, **kwargs) -> None:
+        """Save the model (scvi-tools' :meth:`~scvi.model.base.BaseModelClass.save`), recording the sctbr version.
 
-def _check_setup(
-    adata: AnnData, target: str, groupby: str | None, layer: str | None, var_names, *, require_groupby: bool = True
-) -> None:
-    """Clear errors for bad registrations, raised before anything is written into ``adata``."""
-    if adata.n_obs == 0 or adata.n_vars == 0:
-        raise ValueError(f"The AnnData is empty ({adata.n_obs} cells x {adata.n_vars} inputs).")
-    if target is None:
-        raise ValueError("`target` is required: the name of a numeric column of adata.obs.")
+        Parameters
+        ----------
+        dir_path
+            Directory to write (``overwrite=True`` to replace one).
+        *args, **kwargs
+            As in scvi-tools' ``save`` (``prefix``, ``overwrite``, ``save_anndata``, ...).
+
+        Examples
+        --------
+        >>> model.save("my_model/", overwrite=True)  # doctest: +SKIP
+        >>> model = sctbr.model.TBR.load("my_model/", adata=adata)  # doctest: +SKIP
+        """
+        self.sctbr_version_ = ckpt.current_version()
+        super().save(dir_path, *args, **kwargs)
+
+    @classmethod
+    def load(cls, dir_path: str, adata: AnnData | None = None, *args, prefix: str | None = None, **kwargs):
+        """Load a saved model (scvi-tools' :meth:`~scvi.model.base.BaseModelClass.load`).
+
+        Refuses, with the reason, a file written by an sctbr version the installed one cannot read (a newer minor
+        version, a version before 0.1.0, or none recorded), and an ``adata`` whose genes differ from the model's
+        inputs (missing genes; for a model using all genes also other or reordered genes), before anything is
+        written into ``adata``.
+
+        Parameters
+        ----------
+        dir_path
+            Directory written by :meth:`save`.
+        adata
+            AnnData with the model's inputs, registered like the training data (``None``: the AnnData saved with the
+            model, if any).
+        *args, prefix, **kwargs
+            As in scvi-tools' ``load`` (``accelerator``, ``device``, ``prefix``, ...).
+
+        Returns
+        -------
+        The loaded :class:`TBR`.
+
+        Examples
+        --------
+        >>> model = sctbr.model.TBR.load("my_model/", adata=adata)  # doctest: +SKIP
+        """
+        ckpt.check_saved_model(dir_path, prefix, adata)
+        with ckpt.quiet_var_names_warning():
+            return super().load(dir_path, adata, *args, prefix=prefix, **kwargs)
+
+
+def one_standard_error_rule(mean: np.ndarray, se: np.ndarray) -> int:
+    """Index of the last (largest-lambda) entry whose mean error is within one SE of the smallest mean.
+
+    ``mean`` and ``se`` are ordered by increasing lambda; the SE is that of the best entry (the lasso's rule).
+    """
+    mean, se = np.asarray(mean, dtype=float), np.asarray(se, dtype=float)
+    best = int(np.nanargmin(mean))
+    within = np.flatnonzero(mean <= mean[best] + se[best])
+    return int(within.max())
+
+
+def _check_lam_grid(lam_grid, validation_size: float, path_epochs: float) -> np.ndarray:
+    """Validate the ``lam="auto"`` settings before any training; returns the sorted grid."""
+    if not validation_size or validation_size <= 0:
+        raise ValueError(
+            "lam='auto' chooses lambda on the validation cells, and validation_size is 0. Pass validation_size > 0 "
+            "(e.g. 0.2) or a fixed lam (e.g. lam=1e-3)."
+        )
+    grid = np.asarray(DEFAULT_LAM_GRID if lam_grid is None else lam_grid, dtype=float).reshape(-1)
+    if len(grid) < 2 or not np.isfinite(grid).all() or (grid < 0).any():
+        raise ValueError(f"`lam_grid` must hold at least two finite non-negative values, got {lam_grid!r}.")
+    if not 0 < path_epochs <= 1:
+        raise ValueError(f"`path_epochs` must lie in (0, 1] (a fraction of max_epochs), got {path_epochs}.")
+    return np.unique(grid)
+
+
+def _as_targets(target) -> list[str]:
+    """A target name or a sequence of names, as a list of names."""
+    if isinstance(target, str):
+        return [target]
+    return [str(t) for t in target]
+
+
+def _resolve_losses(loss, y: np.ndarray, targets: list[str]) -> list[str]:
+    """Loss per target: ``"auto"`` is logistic for 0/1 targets, squared error otherwise."""
+    losses = [loss] * len(targets) if isinstance(loss, str) else list(loss)
+    if len(losses) != len(targets):
+        raise ValueError(f"`loss` gives {len(losses)} values for {len(targets)} targets {targets}.")
+    out = []
+    for name, kind, col in zip(targets, losses, y.T, strict=True):
+        if kind not in ("auto", "mse", "logistic"):
+            raise ValueError(f"`loss` must be 'auto', 'mse' or 'logistic', got {kind!r}.")
+        binary = bool(np.isin(col, (0.0, 1.0)).all())
+        if kind == "logistic" and not binary:
+            others = np.unique(col[~np.isin(col, (0.0, 1.0))])[:5]
+            raise ValueError(
+                f"loss='logistic' needs a 0/1 target, and {name!r} has other values (e.g. {list(others)}). Use "
+                "loss='mse', or make the target binary (e.g. (adata.obs[target] > threshold).astype(float))."
+            )
+        out.append("logistic" if kind == "logistic" or (kind == "auto" and binary) else "mse")
+    return out
+
+
+def _check_target(adata: AnnData, target: str, allow_labels: bool) -> None:
     if target not in adata.obs:
         raise KeyError(f"Target {target!r} is not a column of adata.obs (columns: {list(adata.obs.columns)[:10]}).")
     y = adata.obs[target]
     if not pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y):
-        raise TypeError(f"Target {target!r} must be numeric, got dtype {y.dtype}. Convert it with .astype(float).")
-    yv = y.to_numpy(dtype=float)
+        if not allow_labels:
+            levels = _label_levels(y)
+            shown = f" with levels {levels[:10]}" if levels is not None else ""
+            raise TypeError(
+                f"Target {target!r} must be numeric, got dtype {y.dtype}{shown}. Convert it with .astype(float); for "
+                "a binary phenotype use 0/1 values (loss='auto' then fits the logistic loss). sctbr.tl.tbr converts "
+                "boolean and two-level columns itself."
+            )
+        yv, _ = binary_target(adata, target)  # raises for more than two levels
+    else:
+        yv = y.to_numpy(dtype=float)
     if not np.isfinite(yv).all():
         raise ValueError(
             f"Target {target!r} has {int((~np.isfinite(yv)).sum())} NaN or infinite values; drop those cells first."
         )
     if np.nanstd(yv) == 0:
         raise ValueError(f"Target {target!r} is constant; there is nothing to predict.")
+
+
+def _label_levels(y: pd.Series) -> list | None:
+    """The observed levels of a boolean, categorical or string column (``None`` for a numeric one)."""
+    if pd.api.types.is_bool_dtype(y):
+        return [v for v in (False, True) if (y == v).any()]
+    if isinstance(y.dtype, pd.CategoricalDtype):
+        present = set(y.dropna().unique())
+        return [c for c in y.cat.categories if c in present]
+    if not pd.api.types.is_numeric_dtype(y):
+        return sorted(y.dropna().unique().tolist(), key=str)
+    return None
+
+
+def binary_target(adata: AnnData, target: str) -> tuple[np.ndarray, list | None]:
+    """A target as float values: 0/1 for a boolean or two-level column (1 = the second level), with its levels.
+
+    A column with more than two levels raises a ``ValueError`` naming them.
+    """
+    y = adata.obs[target]
+    levels = _label_levels(y)
+    if levels is None:
+        return y.to_numpy(dtype=np.float64), None
+    if len(levels) > 2:
+        shown = ", ".join(repr(v) for v in levels[:10]) + (", ..." if len(levels) > 10 else "")
+        raise ValueError(
+            f"Target {target!r} is categorical with {len(levels)} levels ({shown}); TBR predicts a numeric or a "
+            f"binary (two-level) phenotype. Make a binary column (e.g. adata.obs['is_{levels[-1]}'] = "
+            f"adata.obs[{target!r}] == {levels[-1]!r}), subset the cells to two levels, or pass one binary column "
+            "per level as target=[...]."
+        )
+    values = np.where(y.isna(), np.nan, (y == levels[-1]).to_numpy(dtype=np.float64))
+    return values, levels
+
+
+def _check_setup(
+    adata: AnnData,
+    target: str | Sequence[str],
+    groupby: str | None,
+    layer: str | None,
+    var_names,
+    *,
+    require_groupby: bool = True,
+    allow_labels: bool = False,
+) -> None:
+    """Clear errors for bad registrations, raised before anything is written into ``adata``.
+
+    ``allow_labels`` accepts boolean and two-level categorical targets (``sctbr.tl.tbr`` converts them to 0/1).
+    """
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise ValueError(f"The AnnData is empty ({adata.n_obs} cells x {adata.n_vars} inputs).")
+    if target is None:
+        raise ValueError("`target` is required: the name of a numeric column of adata.obs.")
+    targets = _as_targets(target)
+    if len(targets) == 0:
+        raise ValueError("`target` is an empty list: name at least one column of adata.obs.")
+    if len(set(targets)) < len(targets):
+        raise ValueError(f"`target` lists a column twice: {targets}.")
+    for name in targets:
+        _check_target(adata, name, allow_labels)
     if groupby is None:
         if require_groupby:
             raise ValueError("`groupby` is required: the categorical column of adata.obs with each cell's environment.")

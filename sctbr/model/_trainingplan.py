@@ -36,6 +36,19 @@ class TBRTrainingPlan(TrainingPlan):
         Epochs before the first reweighting of the log penalty.
     reweight_every
         Epochs between reweightings.
+
+    Examples
+    --------
+    :meth:`sctbr.model.TBR.train` builds the plan; pass its options as ``plan_kwargs``, e.g.
+    ``model.train(plan_kwargs={"lr": 1e-3})``. Built by hand:
+
+    >>> from sctbr import EnvironmentTree
+    >>> from sctbr.model import TBRModule, TBRTrainingPlan
+    >>> tree = EnvironmentTree.coerce({"A": "root", "B": "root"})
+    >>> module = TBRModule(n_input=10, n_latent=3, env_paths=tree.path_matrix(["A", "B"]), hidden=(16,))
+    >>> plan = TBRTrainingPlan(module, lr=1e-3, max_epochs=10)
+    >>> sorted(plan.configure_optimizers())
+    ['lr_scheduler', 'optimizer']
     """
 
     def __init__(

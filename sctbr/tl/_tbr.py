@@ -12,10 +12,18 @@ from anndata import AnnData
 
 from sctbr._tree import EnvironmentTree
 from sctbr._utils import TREE_KEY, recorded_default
-from sctbr.model._model import DEFAULT_BATCH_SIZE, DEFAULT_LR, TBR, _check_setup
+from sctbr.model._data import BackedRows, is_backed_matrix
+from sctbr.model._model import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_LAM,
+    DEFAULT_LR,
+    TBR,
+    _as_targets,
+    _check_setup,
+    _label_levels,
+    binary_target,
+)
 
-#: Default sparsity weight (relative to the standardised target's variance), chosen on simulations.
-DEFAULT_LAM = 1e-3
 _BASELINE_GROUP = "_all_cells"
 
 
@@ -42,15 +50,29 @@ def _resolve_tree(adata: AnnData, tree: Any) -> tuple[EnvironmentTree, str | Non
     return EnvironmentTree.coerce(tree), None
 
 
-def _working_anndata(adata: AnnData, target: str, groupby: str | None, layer: str | None, var_names) -> AnnData:
-    """A light AnnData holding only what the model needs; the user's object is never registered or modified."""
+def _target_columns(target) -> list[str]:
+    """Columns of the working AnnData holding the target(s): ``y`` for one, ``y0``, ``y1``, ... for several."""
+    targets = _as_targets(target)
+    return ["y"] if len(targets) == 1 else [f"y{i}" for i in range(len(targets))]
+
+
+def _working_anndata(adata: AnnData, target, groupby: str | None, layer: str | None, var_names) -> AnnData:
+    """A light AnnData holding only what the model needs; the user's object is never registered or modified.
+
+    Boolean and two-level targets become 0/1 (1 = the second level); several targets go to columns ``y0``, ``y1``...
+    """
     x = adata.layers[layer] if layer is not None else adata.X
     names = adata.var_names
     if var_names is not None:
         cols = adata.var_names.get_indexer(list(var_names))
-        x = x[:, cols]
+        # an on-disk matrix (backed AnnData) is read block by block, only the selected columns
+        x = BackedRows(x, cols).load() if is_backed_matrix(x) else x[:, cols]
         names = adata.var_names[cols]
-    obs = pd.DataFrame({"y": adata.obs[target].to_numpy(dtype=np.float64)}, index=adata.obs_names.copy())
+    columns = {
+        col: binary_target(adata, name)[0]
+        for col, name in zip(_target_columns(target), _as_targets(target), strict=True)
+    }
+    obs = pd.DataFrame(columns, index=adata.obs_names.copy())
     if groupby is None:
         obs["env"] = pd.Categorical([_BASELINE_GROUP] * adata.n_obs)
     else:
@@ -70,7 +92,8 @@ def _fit(
     groupby: str | None,
     tree: Any,
     n_latent: int,
-    lam: float,
+    lam: float | str,
+    loss,
     penalty: str,
     hidden: Sequence[int],
     var_names,
@@ -113,7 +136,17 @@ def _fit(
         raise ValueError(f"`n_restarts` must be a positive integer, got {n_restarts!r}.")
     if not isinstance(n_latent, (int, np.integer)) or n_latent < 1:
         raise ValueError(f"`n_latent` must be a positive integer, got {n_latent!r}.")
-    _check_setup(adata, target, groupby, layer, var_names, require_groupby=not baseline)
+    _check_setup(adata, target, groupby, layer, var_names, require_groupby=not baseline, allow_labels=True)
+    if copy and adata.isbacked:
+        raise ValueError(
+            "copy=True on a backed AnnData would need a new file (anndata copies backed objects only to a filename). "
+            "Use copy=False: the results go to the object's in-memory annotations (obsm, obs, uns; save them with "
+            "adata.write_h5ad(new_path)), or load it first with adata.to_memory()."
+        )
+    if isinstance(lam, str) and lam != "auto":
+        raise ValueError(f"`lam` must be a non-negative number or 'auto', got {lam!r}.")
+    targets = _as_targets(target)
+    multi = len(targets) > 1
     if groupby is not None and not baseline:
         envs = pd.unique(adata.obs[groupby].astype(str))
         missing = [e for e in envs if e not in tree_obj]
@@ -125,7 +158,8 @@ def _fit(
 
     # 2. Fit (restarts scored on the penalised validation objective), on a private AnnData.
     work = _working_anndata(adata, target, groupby, layer, var_names)
-    TBR.setup_anndata(work, target="y", groupby="env")
+    work_targets = _target_columns(target)
+    TBR.setup_anndata(work, target=work_targets if multi else "y", groupby="env")
     best, best_score, scores = None, np.inf, []
     for r in range(n_restarts):
         seed = int(random_state) + 1000 * r
@@ -134,10 +168,11 @@ def _fit(
             tree=tree_obj,
             n_latent=int(n_latent),
             hidden=hidden,
-            lam=float(lam),
+            lam=lam if isinstance(lam, str) else float(lam),
             baseline=baseline,
             penalty=penalty,
             random_state=seed,
+            loss=loss,
         )
         model.train(
             max_epochs=max_epochs,
@@ -151,11 +186,13 @@ def _fit(
             **train_kwargs,
         )
         hist = model.history.get("validation_loss")
-        score = (
-            float(hist.iloc[-1, 0])
-            if hist is not None and len(hist)
-            else float(model.history["train_loss"].iloc[-1, 0])
-        )
+        if model.lam_path_ is not None:  # lam="auto": the penalised validation objective at the chosen lambda
+            path = model.lam_path_
+            score = float(path.loc[path["selected"], "validation_objective"].iloc[0])
+        elif hist is not None and len(hist):
+            score = float(hist.iloc[-1, 0])
+        else:
+            score = float(model.history["train_loss"].iloc[-1, 0])
         scores.append(score)
         if score < best_score:
             best, best_score = model, score
@@ -166,15 +203,33 @@ def _fit(
     pred = model.predict()
     out = adata.copy() if copy else adata
     out.obsm[f"X_{key_added}"] = z.astype(np.float32)
-    out.obs[f"{key_added}_prediction"] = pred.astype(np.float64)
+    if multi:
+        for j, name in enumerate(targets):
+            out.obs[f"{key_added}_prediction_{name}"] = pred[:, j].astype(np.float64)
+    else:
+        out.obs[f"{key_added}_prediction"] = pred.astype(np.float64)
     history = _history_frame(model.history)
+    # per-target results: one frame for a single target (as before), {target: frame} for several
+    by_target = {name: model.targets_[j] for j, name in enumerate(targets)}
+    if multi:
+        weights = {name: model.get_environment_weights(col) for name, col in by_target.items()}
+        deltas = {name: model.get_deltas(col) for name, col in by_target.items()}
+    else:
+        weights, deltas = model.get_environment_weights(), model.get_deltas()
+    levels = {}
+    for name in targets:
+        found = _label_levels(adata.obs[name])
+        if found is not None:
+            levels[name] = np.asarray([str(v) for v in found], dtype=str)
     out.uns[key_added] = {
         "params": {
             "method": "baseline" if baseline else "tbr",
-            "target": target,
+            "target": np.asarray(targets, dtype=str) if multi else targets[0],
             "groupby": groupby if groupby is not None else "",
             "n_latent": int(n_latent),
-            "lam": float(lam),
+            "lam": float(model.lam_),
+            "lam_auto": bool(isinstance(lam, str)),
+            "loss": np.asarray(model.losses_, dtype=str) if multi else model.losses_[0],
             "penalty": penalty,
             "hidden": np.asarray(hidden, dtype=int),
             "layer": layer if layer is not None else "",
@@ -187,13 +242,18 @@ def _fit(
             "random_state": int(random_state),
         },
         "var_names": np.asarray(work.var_names, dtype=str),
-        "environment_weights": model.get_environment_weights(),
-        "deltas": model.get_deltas(),
+        "environment_weights": weights,
+        "deltas": deltas,
         "tree": model.tree.to_dict(),
         "history": history,
         "restart_scores": np.asarray(scores, dtype=float),
         "split": _split_labels(model, adata.n_obs),
     }
+    if levels:
+        # the two levels of each boolean / categorical target: the prediction is the probability of the second
+        out.uns[key_added]["levels"] = levels
+    if model.lam_path_ is not None:
+        out.uns[key_added]["lam_path"] = model.lam_path_.copy()
     if return_model:
         return (out, model) if copy else model
     return out if copy else None
@@ -218,11 +278,12 @@ def _split_labels(model: TBR, n: int) -> np.ndarray:
 def tbr(
     adata: AnnData,
     *,
-    target: str | None = None,
+    target: str | Sequence[str] | None = None,
     groupby: str | None = None,
     tree: Any = None,
     n_latent: int = 5,
-    lam: float = DEFAULT_LAM,
+    lam: float | Literal["auto"] = DEFAULT_LAM,
+    loss: Literal["auto", "mse", "logistic"] | Sequence[str] = "auto",
     penalty: Literal["l1", "log"] = "l1",
     hidden: Sequence[int] = (256, 64),
     var_names: Sequence[str] | None = None,
@@ -252,7 +313,10 @@ def tbr(
     adata
         Cells x inputs (e.g. transcription-factor expression). Left untouched if anything fails.
     target
-        Numeric column of ``adata.obs`` to predict. Defaults to the target recorded by sctbr's simulators.
+        Column of ``adata.obs`` to predict: numeric, or binary (boolean, 0/1 or a two-level categorical, fitted with
+        the logistic loss; a categorical with more levels raises an error). A list of columns fits one head tree
+        per target on shared latents (losses and penalties add). Defaults to the target recorded by sctbr's
+        simulators.
     groupby
         Categorical column of ``adata.obs`` with each cell's environment. Defaults to the column the stored
         tree was built from.
@@ -263,7 +327,14 @@ def tbr(
     n_latent
         Number of latents.
     lam
-        Sparsity weight on the arc changes, relative to the standardised target's variance.
+        Sparsity weight on the arc changes, relative to the standardised target's variance, or ``"auto"``: fit a
+        warm-started path of values (``lam_grid``, default 1e-4 to 1e-1) and keep the largest whose validation
+        error is within one standard error of the path's best (the lasso's one-standard-error rule; see
+        :meth:`sctbr.model.TBR.train`). On simulations it took about 1.6x the time of a fixed-lambda fit and did
+        not beat the default 1e-3 on MCC (slightly lower at k = 1); see docs/training.md.
+    loss
+        ``"auto"`` (logistic for a binary target, squared error otherwise), ``"mse"`` or ``"logistic"``; with
+        several targets, one value for all or one per target.
     penalty
         ``"l1"``, or ``"log"`` for an l0-like penalty minimised by iteratively reweighted l1.
     hidden
@@ -293,14 +364,19 @@ def tbr(
     return_model
         Also return the trained :class:`~sctbr.model.TBR`.
     **train_kwargs
-        Passed to :meth:`sctbr.model.TBR.train` (e.g. ``enable_progress_bar=False``, ``plan_kwargs``).
+        Passed to :meth:`sctbr.model.TBR.train` (e.g. ``enable_progress_bar=False``, ``plan_kwargs``,
+        ``lam_grid``).
 
     Returns
     -------
     ``None`` (or the copy with ``copy=True``); the model when ``return_model=True`` (``(adata, model)`` with
-    ``copy=True``). Writes ``obsm["X_tbr"]`` (cells x n_latent), ``obs["tbr_prediction"]`` and ``uns["tbr"]``
-    with ``params``, ``environment_weights`` (tree nodes x latents), ``deltas`` (arcs x latents),
-    ``history`` (losses by epoch), ``tree`` and ``split`` (train/validation/test label of each cell).
+    ``copy=True``). Writes ``obsm["X_tbr"]`` (cells x n_latent), ``obs["tbr_prediction"]`` (the probability of
+    the second level for a binary target) and ``uns["tbr"]`` with ``params`` (``lam`` is the lambda used, the
+    chosen one with ``lam="auto"``), ``environment_weights`` (tree nodes x latents), ``deltas`` (arcs x latents),
+    ``history`` (losses by epoch), ``tree``, ``split`` (train/validation/test label of each cell), ``lam_path``
+    (with ``lam="auto"``: the path's scores, one row per lambda) and ``levels`` (the two levels of each
+    boolean/categorical target). With several targets, predictions go to ``obs[f"tbr_prediction_{target}"]`` and
+    ``environment_weights`` and ``deltas`` are dicts of frames keyed by target.
 
     Examples
     --------
@@ -318,6 +394,7 @@ def tbr(
         tree=tree,
         n_latent=n_latent,
         lam=lam,
+        loss=loss,
         penalty=penalty,
         hidden=hidden,
         var_names=var_names,
@@ -341,9 +418,10 @@ def tbr(
 def baseline(
     adata: AnnData,
     *,
-    target: str | None = None,
+    target: str | Sequence[str] | None = None,
     groupby: str | None = None,
     n_latent: int = 5,
+    loss: Literal["auto", "mse", "logistic"] | Sequence[str] = "auto",
     hidden: Sequence[int] = (256, 64),
     var_names: Sequence[str] | None = None,
     layer: str | None = None,
@@ -371,9 +449,11 @@ def baseline(
     adata
         Cells x inputs. Left untouched if anything fails.
     target
-        Numeric column of ``adata.obs`` to predict (defaults to the target sctbr recorded).
+        Column(s) of ``adata.obs`` to predict, as in :func:`sctbr.tl.tbr` (defaults to the target sctbr recorded).
     groupby
         Optional column of ``adata.obs``; only stratifies the train/validation split by environment.
+    loss
+        As in :func:`sctbr.tl.tbr`.
     n_latent, hidden, var_names, layer, max_epochs, lr, batch_size, train_size, validation_size, n_restarts
         As in :func:`sctbr.tl.tbr`.
     key_added
@@ -401,6 +481,7 @@ def baseline(
         tree=None,
         n_latent=n_latent,
         lam=0.0,
+        loss=loss,
         penalty="l1",
         hidden=hidden,
         var_names=var_names,

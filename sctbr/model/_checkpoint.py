@@ -1,0 +1,474 @@
+"""Reliability of long fits: checkpoints and resume across stages, divergence checks, interrupts, saved versions.
+
+A fit of :meth:`sctbr.model.TBR.train` runs up to three stages (fit with ``lam = 0``, basis refinement, proximal
+sparsification; ``lam="auto"`` runs several sparsification stages). With ``checkpoint_dir``:
+
+- every stage saves a Lightning checkpoint at the end of every epoch (``stage<i>_<name>/last.ckpt``: weights,
+  optimiser and learning-rate schedule, epoch counter and the stage's loss history);
+- a finished stage saves the module's weights and its history (``stage<i>_<name>.pt``);
+- ``resume=True`` replays finished stages from their files, reruns the (deterministic) basis refinement and
+  continues the interrupted stage from its last checkpoint. Batch order depends on the seed and the epoch only,
+  so on CPU a resumed fit gives the same numbers as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import warnings
+from contextlib import contextmanager
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from scvi.train import SaveCheckpoint
+
+logger = logging.getLogger(__name__)
+
+#: Saved models from sctbr versions before this one cannot be read by the installed version.
+MIN_COMPATIBLE_VERSION = "0.1.0"
+_STATE_FILE = "sctbr_checkpoint.json"
+_DIVERGED_HINT = (
+    "Lower the learning rate (e.g. lr={suggest:g}), check that the inputs are on a moderate scale (log-normalised "
+    "expression or sc.pp.scale, not raw counts{scale}), or reduce `lam`."
+)
+
+
+def current_version() -> str:
+    """The installed sctbr version."""
+    try:
+        return version("sctbr")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree without installation
+        return "0.0.0"
+
+
+# ---------------------------------------------------------------------------------------------------- history
+
+
+def history_to_plain(history: dict | None) -> dict[str, dict[str, list]]:
+    """scvi-tools' history (``{metric: DataFrame}``) as plain lists (safe for ``torch.load(weights_only=True)``)."""
+    out = {}
+    for key, frame in (history or {}).items():
+        out[str(key)] = {
+            "index": [int(i) for i in frame.index],
+            "index_name": str(frame.index.name or "epoch"),
+            "values": [float(v) for v in pd.to_numeric(frame.iloc[:, 0], errors="coerce")],
+        }
+    return out
+
+
+def history_from_plain(plain: dict) -> dict[str, pd.DataFrame]:
+    out = {}
+    for key, item in plain.items():
+        frame = pd.DataFrame({key: np.asarray(item["values"], dtype=float)}, index=pd.Index(item["index"]))
+        frame.index.name = item["index_name"]
+        out[key] = frame.astype(object)
+    return out
+
+
+def append_history(model, history: dict[str, pd.DataFrame]) -> None:
+    """Add one stage's history to ``model.history_`` the way scvi-tools' runner does after a fit."""
+    if model.is_trained_ and isinstance(model.history_, dict) and model.history_:
+        for key, val in model.history_.items():
+            if key not in history:
+                continue
+            new = history[key].copy()
+            new.index = np.arange(len(val), len(val) + len(new))
+            model.history_[key] = pd.concat([val, new])
+            model.history_[key].index.name = val.index.name
+    else:
+        model.history_ = {k: v.copy() for k, v in history.items()}
+
+
+# ---------------------------------------------------------------------------------------------------- callbacks
+
+
+class StageCheckpoint(SaveCheckpoint):
+    """Save a resumable Lightning checkpoint ``last.ckpt`` at the end of every training epoch, with the history.
+
+    A plain :class:`~lightning.pytorch.callbacks.ModelCheckpoint` in behaviour; it derives from scvi-tools'
+    :class:`~scvi.train.SaveCheckpoint` only because scvi-tools' ``Trainer`` enables checkpointing for that type
+    (whose own saves, scvi-tools model directories, cannot resume a fit).
+    """
+
+    def __init__(self, dirpath: str | os.PathLike):
+        ModelCheckpoint.__init__(
+            self,
+            dirpath=str(dirpath),
+            filename="last",
+            monitor=None,
+            save_top_k=1,
+            every_n_epochs=1,
+            save_on_train_epoch_end=True,
+            enable_version_counter=False,
+        )
+        self.load_best_on_end = False
+        self.check_nan_gradients = False
+        self.loss_is_nan = False
+
+    # back to Lightning's behaviour
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        return None
+
+    def _remove_checkpoint(self, trainer, filepath: str) -> None:
+        ModelCheckpoint._remove_checkpoint(self, trainer, filepath)
+
+    def _update_best_and_save(self, current, trainer, monitor_candidates) -> None:
+        ModelCheckpoint._update_best_and_save(self, current, trainer, monitor_candidates)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        return None
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        return None
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        trainer = getattr(self, "_trainer_ref", None)
+        if trainer is not None and trainer.logger is not None and trainer.is_global_zero:
+            history = history_to_plain(getattr(trainer.logger, "history", None))
+            # the training metrics of this epoch reach the logger only after the checkpoint is written
+            epoch = int(trainer.current_epoch)
+            for key, value in trainer.callback_metrics.items():
+                if "train" not in key:
+                    continue
+                item = history.setdefault(key, {"index": [], "index_name": "epoch", "values": []})
+                if epoch not in item["index"]:
+                    item["index"].append(epoch)
+                    item["values"].append(float(value))
+            state["sctbr_history"] = history
+        return state
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        self._trainer_ref = trainer
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        plain = state_dict.pop("sctbr_history", None)
+        super().load_state_dict(state_dict)
+        trainer = getattr(self, "_trainer_ref", None)
+        if plain and trainer is not None and trainer.logger is not None and trainer.is_global_zero:
+            experiment = getattr(trainer.logger, "experiment", None)
+            data = getattr(experiment, "data", None)
+            if isinstance(data, dict):
+                data.update(history_from_plain(plain))
+
+
+class DivergenceCheck(Callback):
+    """Stop a diverged fit (NaN or infinite weights or loss) at the end of the epoch where it happens."""
+
+    def __init__(self, stage: str, lr: float):
+        self.stage, self.lr = stage, float(lr)
+
+    def _check(self, trainer, pl_module) -> None:
+        module = pl_module.module
+        finite = all(bool(torch.isfinite(p).all()) for p in module.parameters())
+        loss = trainer.callback_metrics.get("train_loss")
+        if loss is not None:
+            finite = finite and bool(torch.isfinite(torch.as_tensor(loss)).all())
+        if not finite:
+            raise DivergedError(self.stage, int(trainer.current_epoch), self.lr)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._check(trainer, pl_module)
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self._check(trainer, pl_module)
+
+
+class DivergedError(FloatingPointError):
+    """Training produced NaN or infinite weights or losses."""
+
+    def __init__(self, stage: str, epoch: int, lr: float, input_scale: float | None = None):
+        self.stage, self.epoch, self.lr, self.input_scale = stage, epoch, lr, input_scale
+        scale = f"; the largest |input| is {input_scale:.3g}" if input_scale is not None else ""
+        hint = _DIVERGED_HINT.format(suggest=min(1e-3, lr / 10), scale=scale)
+        super().__init__(
+            f"Training diverged in epoch {epoch} of stage {stage!r} (lr={lr:g}): the loss or the weights became NaN "
+            f"or infinite. {hint}"
+        )
+
+    def __reduce__(self):
+        return (DivergedError, (self.stage, self.epoch, self.lr, self.input_scale))
+
+
+# ---------------------------------------------------------------------------------------------------- interrupts
+
+
+@contextmanager
+def keyboard_interrupts():
+    """Turn Lightning's handling of Ctrl+C back into a ``KeyboardInterrupt`` and restore the SIGINT handler.
+
+    Lightning catches a ``KeyboardInterrupt`` during ``fit``, ignores SIGINT from then on and calls
+    ``sys.exit(1)``. Inside a library call (a notebook, a pipeline) the caller should see the interrupt instead.
+    """
+    main = threading.current_thread() is threading.main_thread()
+    handler = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        yield
+    except SystemExit as exc:
+        if exc.code == 1:
+            raise KeyboardInterrupt("Training was interrupted.") from exc
+        raise
+    finally:
+        if main and handler is not None and signal.getsignal(signal.SIGINT) != handler:
+            signal.signal(signal.SIGINT, handler)
+
+
+# ---------------------------------------------------------------------------------------------------- stages
+
+
+class Checkpointer:
+    """Checkpoints of the stages of one :meth:`TBR.train` call in ``directory``.
+
+    Parameters
+    ----------
+    directory
+        Where the checkpoints go (created if needed).
+    resume
+        Continue from the checkpoints in ``directory`` (a fresh fit if there are none).
+    config
+        The settings of the fit; a resumed fit must have the same.
+    """
+
+    def __init__(self, directory: str | os.PathLike, resume: bool, config: dict):
+        self.dir = Path(directory)
+        self.resume = bool(resume)
+        self.config = json.loads(json.dumps(config, default=str))
+        self.counter = 0
+        # under DDP every process runs train(); only rank 0 writes, and the others read what it wrote
+        self.writer = is_rank_zero()
+        state_file = self.dir / _STATE_FILE
+        if state_file.exists():
+            saved = json.loads(state_file.read_text())
+            if not self.resume and self.writer:
+                raise FileExistsError(
+                    f"{self.dir} already holds the checkpoints of a fit. Pass resume=True to continue it, or a new "
+                    "(or empty) checkpoint_dir to start over."
+                )
+            diff = {k: (saved.get(k), v) for k, v in self.config.items() if saved.get(k) != v}
+            if diff:
+                listed = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in list(diff.items())[:8])
+                raise ValueError(
+                    f"The checkpoints in {self.dir} are from a fit with other settings ({listed}). Resume with the "
+                    "same model, data and train() arguments, or pass a new checkpoint_dir."
+                )
+        elif self.writer:
+            if self.resume:
+                logger.info("No checkpoint in %s: starting a fresh fit.", self.dir)
+            self.dir.mkdir(parents=True, exist_ok=True)
+            state_file.write_text(json.dumps(self.config, indent=1))
+
+    def next_stage(self, name: str) -> tuple[Path, Path]:
+        """``(directory of the epoch checkpoints, file of the finished stage)`` of the next stage."""
+        tag = f"stage{self.counter}_{name}"
+        self.counter += 1
+        return self.dir / tag, self.dir / f"{tag}.pt"
+
+    def run(self, model, name: str, fit, datamodule) -> None:
+        """Run ``fit(callbacks, ckpt_path)`` for the next stage, or replay the stage if it already finished."""
+        stage_dir, done = self.next_stage(name)
+        if self.resume and done.exists():
+            payload = torch.load(done, map_location="cpu", weights_only=True)
+            model.module.load_state_dict(payload["module"])
+            append_history(model, history_from_plain(payload["history"]))
+            model.train_indices = datamodule.train_idx
+            model.validation_indices = datamodule.val_idx
+            model.test_indices = datamodule.test_idx
+            model.module.eval()
+            model.is_trained_ = True
+            return
+        last = stage_dir / "last.ckpt"
+        ckpt_path = str(last) if self.resume and last.exists() else None
+        with warnings.catch_warnings():
+            # the stage's directory holds the checkpoint being resumed from
+            warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+            history = fit([StageCheckpoint(stage_dir)], ckpt_path)
+        if not self.writer:
+            return
+        state = {k: v.detach().cpu() for k, v in model.module.state_dict().items()}
+        tmp = done.with_suffix(".tmp")
+        torch.save({"module": state, "history": history_to_plain(history)}, tmp)
+        os.replace(tmp, done)
+
+
+#: ``train()`` arguments that may change between an interrupted fit and its resumption.
+NOT_CHECKPOINTED = frozenset(
+    {"self", "checkpoint_dir", "resume", "accelerator", "devices", "plan_kwargs", "trainer_kwargs", "backed"}
+)
+
+
+def fit_config(model, settings: dict, plan_kwargs: dict | None, max_epochs: int) -> dict:
+    """What a resumed fit must share with the interrupted one: model, data shape and training settings."""
+    module = model.module
+    return {
+        **{k: v for k, v in settings.items() if k != "max_epochs"},
+        "max_epochs": int(max_epochs),
+        "plan_kwargs": repr(sorted((plan_kwargs or {}).items())),
+        "n_obs": int(model.adata.n_obs),
+        "inputs": list(getattr(model, "input_names_", []))[:50],
+        "environments": list(model.environments_),
+        "module": {k: list(v.shape) for k, v in module.state_dict().items()},
+        "lam": float(module.lam) if not isinstance(module.lam, str) else module.lam,
+        "summary": str(getattr(model, "_model_summary_string", "")),
+    }
+
+
+def stage_history(trainer) -> dict:
+    """The history of one stage's fit (scvi-tools writes it to disk under DDP)."""
+    from scvi.train._trainrunner import _safe_load_logger_history
+
+    if not trainer.is_global_zero:  # only rank 0 logs
+        return {}
+    return _safe_load_logger_history(trainer) or {}
+
+
+def is_rank_zero() -> bool:
+    """Whether this process is the first of a distributed run (or the only one), before or during a fit."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"]) == 0
+    if int(os.environ.get("SLURM_NTASKS", 1)) > 1 and "SLURM_PROCID" in os.environ:
+        return int(os.environ["SLURM_PROCID"]) == 0
+    return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+
+
+@torch.no_grad()
+def sync_from_rank_zero(module: torch.nn.Module) -> None:
+    """Under DDP ("ddp" launcher: every process runs the whole fit), give every process rank 0's weights and buffers.
+
+    DDP keeps the parameters equal but each process updates the latents' running statistics on its own shard; the
+    basis refinement between stages must see the same module everywhere. No-op without a process group.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return
+    for tensor in module.state_dict().values():
+        if not tensor.is_sparse:
+            dist.broadcast(tensor, src=0)
+
+
+def ddp_log_dir(common: dict) -> str | None:
+    """A private directory for scvi-tools' on-disk history under DDP (it defaults to ``./lightning_logs``)."""
+    strategy = common.get("strategy")
+    name = strategy if isinstance(strategy, str) else type(strategy).__name__ if strategy is not None else ""
+    if "ddp" in name.lower() and not common.get("log_save_dir"):
+        return tempfile.mkdtemp(prefix="sctbr_ddp_")
+    return None
+
+
+def remove_dir(path: str | None) -> None:
+    if path:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------------- save / load
+
+
+def _release(v: str) -> tuple[int, ...]:
+    from packaging.version import Version
+
+    return Version(v).release
+
+
+def check_version(saved: str | None, path: str) -> None:
+    """Refuse a saved model that the installed sctbr cannot read, with the reason and the fix."""
+    from packaging.version import InvalidVersion
+
+    current = current_version()
+    if saved is None:
+        raise ValueError(
+            f"{path} records no sctbr version: it was not written by sctbr.model.TBR.save (or by a development "
+            f"version before {MIN_COMPATIBLE_VERSION}). Refit the model with the installed sctbr {current}."
+        )
+    try:
+        file_release, current_release, minimum = (
+            _release(str(saved)),
+            _release(current),
+            _release(MIN_COMPATIBLE_VERSION),
+        )
+    except InvalidVersion:
+        raise ValueError(f"{path} records an unreadable sctbr version {saved!r}; refit the model.") from None
+    if file_release[:2] > current_release[:2]:
+        raise ValueError(
+            f"{path} was written by sctbr {saved}, newer than the installed {current}; its format may have changed. "
+            "Upgrade sctbr (pip install -U sctbr) to load it."
+        )
+    if file_release < minimum:
+        raise ValueError(
+            f"{path} was written by sctbr {saved}; the installed sctbr {current} reads models from "
+            f"{MIN_COMPATIBLE_VERSION} on. Refit the model, or load it with sctbr {saved}."
+        )
+
+
+def check_saved_model(dir_path: str, prefix: str | None, adata) -> None:
+    """Check a saved model's sctbr version and that ``adata`` has its inputs, before anything touches ``adata``."""
+    path = os.path.join(str(dir_path), f"{prefix or ''}model.pt")
+    if not os.path.exists(path):
+        return  # scvi-tools raises its own error (and handles backup URLs)
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    attrs = saved.get("attr_dict") or {}
+    check_version(attrs.get("sctbr_version_"), path)
+    if adata is None or adata is False:
+        return
+    check_input_names(adata, attrs.get("input_names_"), saved.get("var_names"), attrs.get("registry_") or {})
+
+
+def check_input_names(adata, inputs, trained_var_names, registry: dict) -> None:
+    """Raise when ``adata`` lacks the model's inputs or (for a model using all genes) has other genes."""
+    setup_args = registry.get("setup_args") or {}
+    subset = setup_args.get("var_names")
+    names = [str(v) for v in adata.var_names]
+    if subset is not None:
+        wanted = [str(v) for v in subset]
+        missing = [v for v in wanted if v not in set(names)]
+        if missing:
+            raise ValueError(
+                f"The AnnData lacks {len(missing)} of the model's {len(wanted)} inputs: {missing[:10]}. Give it the "
+                "same inputs (genes) as the training data."
+            )
+        return
+    wanted = [
+        str(v) for v in (inputs if inputs is not None else trained_var_names if trained_var_names is not None else [])
+    ]
+    if not wanted or names == wanted:
+        return
+    missing = [v for v in wanted if v not in set(names)]
+    extra = [v for v in names if v not in set(wanted)]
+    if missing:
+        detail = f"it lacks {len(missing)} of them: {missing[:10]}"
+    elif extra:
+        detail = f"it has {len(extra)} other genes: {extra[:10]}"
+    else:
+        first = next(i for i, (a, b) in enumerate(zip(names, wanted, strict=True)) if a != b)
+        detail = f"they are in another order (position {first}: {names[first]!r}, model {wanted[first]!r})"
+    raise ValueError(
+        f"The AnnData's var_names differ from the model's {len(wanted)} inputs: {detail}. Subset and order the genes "
+        "as in training, e.g. adata[:, model_inputs] with model_inputs = the training data's var_names."
+    )
+
+
+@contextmanager
+def quiet_var_names_warning():
+    """scvi-tools warns about differing ``var_names`` even when sctbr already checked the inputs by name."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`var_names` for the loaded `model` does not match")
+        yield
