@@ -38,7 +38,7 @@ def _demote(text: str) -> str:
     return "\n".join(("##" + line) if line.startswith("#") else line for line in text.splitlines())
 
 
-def build(results: Path, hardware: str, date: str, command: str, discussion: Path | None) -> str:
+def build(results: Path, hardware: str, date: str, command: str, discussion: Path | None, code: str) -> str:
     STATIC.mkdir(parents=True, exist_ok=True)
     lines = [
         "# Reproducing the paper",
@@ -50,6 +50,7 @@ def build(results: Path, hardware: str, date: str, command: str, discussion: Pat
         f"- **Command:** `{command}`",
         f"- **Hardware:** {hardware}",
         f"- **Date:** {date}",
+        f"- **Code:** {code}",
         "- **Scale:** the `local` profile (`sctbr.experiments.PROFILES['local']`): a balanced binary tree of depth 4 "
         "(30 environments, cells at every non-root node; 32 leaves one level deeper for `leaves_only`), 300 cells "
         "per environment, 10 inputs, 5 latents, 5 repetitions, the default `sctbr.tl.tbr` recipe; MCC and MSE on "
@@ -100,8 +101,9 @@ def main() -> None:
         help="the command that produced the results",
     )
     p.add_argument("--discussion", type=Path, default=None, help="Markdown inserted before the results")
+    p.add_argument("--code", default="this commit", help="the sctbr version or commit that produced the results")
     args = p.parse_args()
-    text = build(args.results, args.hardware, args.date, args.command, args.discussion)
+    text = build(args.results, args.hardware, args.date, args.command, args.discussion, args.code)
     (HERE / "reproducing.md").write_text(text)
     print(f"Wrote {HERE / 'reproducing.md'}")
 
