@@ -53,7 +53,8 @@ def build(results: Path, hardware: str, date: str, command: str, discussion: Pat
         f"- **Code:** {code}",
         "- **Scale:** the `local` profile (`sctbr.experiments.PROFILES['local']`): a balanced binary tree of depth 4 "
         "(30 environments, cells at every non-root node; 32 leaves one level deeper for `leaves_only`), 300 cells "
-        "per environment, 10 inputs, 5 latents, 5 repetitions, the default `sctbr.tl.tbr` recipe; MCC and MSE on "
+        "per environment, 10 inputs, 5 latents, 5 repetitions (10 for the real cells, PBMC3k capped at 200 cells per "
+        "cell type), the default `sctbr.tl.tbr` recipe; MCC and MSE on "
         "the 25% test cells of a 50/25/25 split.",
         "",
     ]
