@@ -11,73 +11,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import time
 import warnings
 
 import numpy as np
 import torch
+from gpu import _peak_mib, _peak_reset, bare_loop, lightning_fit  # the same loops, device-aware
 
 import sctbr
 from sctbr.model import TBR
-from sctbr.model._data import TBRDataModule
 
-
-def reset_peak() -> None:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-
-
-def peak_mib() -> float:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
-
-
-def bare_loop(model: TBR, epochs: int, batch_size: int, lr: float) -> float:
-    """Same module, same data, same proximal step, plain PyTorch: returns seconds."""
-    module = model.module
-    data = model._arrays(model.adata)
-    dm = TBRDataModule(data, train_size=1.0, validation_size=0.0, batch_size=batch_size, random_state=0)
-    train = dm.train_dataloader()
-    train.steps_per_call = 1  # plain mini-batches
-    opt = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=lr, eps=1e-8)
-    module.train()
-    t = time.perf_counter()
-    for _ in range(epochs):
-        for batch in train:
-            _, _, out = module(batch)
-            opt.zero_grad()
-            out.loss.backward()
-            opt.step()
-            st = opt.state[module.delta]
-            denom = (st["exp_avg_sq"] / (1 - 0.999 ** float(st["step"]))).sqrt() + 1e-8
-            module.proximal_step(lr / denom)
-    return time.perf_counter() - t
-
-
-def lightning_fit(model: TBR, epochs: int, batch_size: int, lr: float) -> float:
-    t = time.perf_counter()
-    model.train(
-        max_epochs=epochs,
-        fit_fraction=0.0,
-        refine=False,
-        lr=lr,
-        batch_size=batch_size,
-        validation_size=0.0,
-        train_size=1.0,
-        accelerator="cpu",
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    return time.perf_counter() - t
+CPU = torch.device("cpu")
 
 
 def main() -> None:
@@ -107,12 +50,12 @@ def main() -> None:
         for kind in ("bare", "sctbr"):
             model = TBR(adata, tree=adata.uns["environment_tree"], n_latent=5, random_state=r)
             model.module.set_target_scale(float(adata.obs["y"].mean()), float(adata.obs["y"].std()))
-            reset_peak()
+            _peak_reset(CPU)
             if kind == "bare":
-                secs = bare_loop(model, args.epochs, args.batch_size, 3e-3)
+                secs = bare_loop(model, args.epochs, args.batch_size, 3e-3, CPU)
             else:
-                secs = lightning_fit(model, args.epochs, args.batch_size, 3e-3)
-            rows.append((kind, r, n_cells * args.epochs / secs, peak_mib()))
+                secs = lightning_fit(model, args.epochs, args.batch_size, 3e-3, CPU)
+            rows.append((kind, r, n_cells * args.epochs / secs, _peak_mib(CPU)))
             print(f"  repeat {r} {kind:>6}: {rows[-1][2]:>10.0f} cells/s   peak RSS {rows[-1][3]:.0f} MiB")
     bare = np.median([c for k, _, c, _ in rows if k == "bare"])
     ours = np.median([c for k, _, c, _ in rows if k == "sctbr"])
