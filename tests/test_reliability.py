@@ -78,7 +78,9 @@ def _history(model) -> dict:
 @pytest.mark.parametrize("interrupt_at", [2, 5])
 def test_resume_after_interrupt_equals_an_uninterrupted_fit(make_adata, uninterrupted, tmp_path, interrupt_at):
     model = new_model(make_adata())
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a fresh Python session
+    # As in an interactive Python session. A Python started as a background job of a non-interactive shell
+    # (`cmd &` in a script, as CI runners may do) inherits SIGINT ignored, so the handler is set here.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(KeyboardInterrupt):
             model.train(checkpoint_dir=tmp_path, callbacks=[InterruptAt(interrupt_at)], **TRAIN)
