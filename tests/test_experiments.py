@@ -269,6 +269,26 @@ def test_cli_writes_csv_figure_and_summary(tmp_path, torch_single_thread, capsys
         main(["fig9", "--profile", "test", "--out", str(tmp_path)])
 
 
+def test_cli_set_changes_profile_fields(tmp_path, torch_single_thread):
+    out = tmp_path / "spot"
+    main(["sparsity_sweep", "--profile", "test", "--out", str(out), "--set", "ks=1", "--set", "methods=tbr"])
+    back = pd.read_csv(out / "sparsity_sweep.csv")
+    assert set(back["k"]) == {1}
+    assert set(back["method"]) == {"tbr"}
+    assert len(back) == 1  # the test profile's one repetition, one k, one method
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [("n_repeat=2", "unknown profile field 'n_repeat'"), ("n_repeats", "write FIELD=VALUE")],
+)
+def test_cli_set_rejects_bad_fields(tmp_path, capsys, item, message):
+    with pytest.raises(SystemExit):
+        main(["sparsity_sweep", "--profile", "test", "--out", str(tmp_path), "--set", item])
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # rejected before any fit or file
+
+
 @pytest.mark.slow
 def test_quick_sparsity_sweep_tbr_beats_the_baseline_at_k1(torch_single_thread):
     df = sctbr.experiments.sparsity_sweep("quick", accelerator="cpu")

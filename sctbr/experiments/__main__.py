@@ -6,18 +6,24 @@ setting, the paper's numbers where known, and whether this run shows what the pa
 
     python -m sctbr.experiments sparsity_sweep --profile quick --out experiments_quick
     python -m sctbr.experiments all --profile paper --out experiments_paper --accelerator gpu
+    python -m sctbr.experiments sparsity_sweep --profile paper --set ks=1 --set n_repeats=2   # a paper-scale spot check
+
+``--set FIELD=VALUE`` changes one field of the profile (:class:`sctbr.experiments.Profile`); the value is a Python
+literal (``ks=1`` or ``ks=0,1`` for tuples, ``max_epochs=None``).
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import dataclasses
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 
-from sctbr.experiments._profiles import PROFILES  # noqa: E402
+from sctbr.experiments._profiles import PROFILES, Profile  # noqa: E402
 from sctbr.experiments._report import EXPERIMENTS, run  # noqa: E402
 
 
@@ -36,9 +42,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("experiments_output"), help="output folder")
     parser.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu")
     parser.add_argument("--random-state", type=int, default=0, help="seed of the first repetition")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="change one profile field (repeatable), e.g. --set n_repeats=2 --set ks=1",
+    )
     args = parser.parse_args(argv)
     if args.name != "all" and args.name not in EXPERIMENTS:
         parser.error(f"unknown experiment {args.name!r}; choose one of {', '.join(EXPERIMENTS)}, or all")
+    overrides = _parse_overrides(parser, args.overrides)
     run(
         args.name,
         args.profile,
@@ -46,8 +61,32 @@ def main(argv: list[str] | None = None) -> None:
         random_state=args.random_state,
         accelerator=args.accelerator,
         verbose=True,
+        **overrides,
     )
     print(f"Wrote the results to {args.out}/.")
+
+
+def _parse_overrides(parser: argparse.ArgumentParser, items: list[str]) -> dict:
+    """``["ks=1", "n_repeats=2"]`` -> ``{"ks": (1,), "n_repeats": 2}``; errors name the field or the value."""
+    fields = {f.name for f in dataclasses.fields(Profile)}
+    overrides = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep:
+            parser.error(f"--set {item!r}: write FIELD=VALUE, e.g. --set n_repeats=2")
+        if key not in fields:
+            parser.error(f"--set {item!r}: unknown profile field {key!r}; the fields are: {', '.join(sorted(fields))}")
+        try:
+            value = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            value = text.strip()  # a bare word, e.g. a method name
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            default = getattr(PROFILES["quick"], key)
+            if isinstance(default, tuple) or key in ("ks", "lams", "semi_ks", "semi_lams"):
+                value = (value,)
+        overrides[key] = value
+    return overrides
 
 
 if __name__ == "__main__":
