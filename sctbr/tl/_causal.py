@@ -10,6 +10,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import stats
 
+from sctbr.metrics._ate import _environment_levels
 from sctbr.model._model import binary_target
 
 COLUMNS = ["environment", "latent", "effect", "se", "ci_low", "ci_high", "p_value", "n_cells"]
@@ -173,8 +174,7 @@ def causal_effects(
 
     d = z.shape[1]
     names = [f"latent_{j}" for j in range(d)]
-    present = set(env[mask].unique())
-    levels = [c for c in env.cat.categories if c in present]
+    levels = _environment_levels(env[mask])
     rows, skipped = [], []
     for level in levels:
         cells = mask & (env == level).to_numpy()
