@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _parse_overrides(parser: argparse.ArgumentParser, items: list[str]) -> dict:
-    """``["ks=1", "n_repeats=2"]`` -> ``{"ks": (1,), "n_repeats": 2}``; errors name the field or the value."""
+    """``["ks=1", "n_repeats=2"]`` -> ``{"ks": 1, "n_repeats": 2}``; errors name the field."""
     fields = {f.name for f in dataclasses.fields(Profile)}
     overrides = {}
     for item in items:
@@ -81,11 +81,7 @@ def _parse_overrides(parser: argparse.ArgumentParser, items: list[str]) -> dict:
             value = ast.literal_eval(text.strip())
         except (ValueError, SyntaxError):
             value = text.strip()  # a bare word, e.g. a method name
-        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
-            default = getattr(PROFILES["quick"], key)
-            if isinstance(default, tuple) or key in ("ks", "lams", "semi_ks", "semi_lams"):
-                value = (value,)
-        overrides[key] = value
+        overrides[key] = value  # Profile.replace turns a single value of a tuple field into a tuple
     return overrides
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+#: Profile fields that hold tuples; :meth:`Profile.replace` also takes a single value or any sequence for them.
+_TUPLE_FIELDS = ("methods", "hidden", "lams", "ks", "rates", "latent_dims", "semi_ks", "semi_lams", "transfer_ks")
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -120,6 +123,8 @@ class Profile:
     def replace(self, **overrides) -> Profile:
         """A copy with some fields changed; unknown names raise a ``TypeError`` that lists the fields.
 
+        Tuple fields (``ks``, ``methods``, ...) also take a single value: ``ks=1`` means ``ks=(1,)``.
+
         Parameters
         ----------
         **overrides
@@ -133,9 +138,10 @@ class Profile:
         unknown = sorted(set(overrides) - fields)
         if unknown:
             raise TypeError(f"Unknown profile setting(s) {unknown}; the settings are: {sorted(fields)}.")
-        for key in ("methods", "hidden", "lams", "ks", "rates", "latent_dims", "semi_ks", "semi_lams", "transfer_ks"):
-            if key in overrides and overrides[key] is not None:
-                overrides[key] = tuple(overrides[key])
+        for key in _TUPLE_FIELDS:
+            value = overrides.get(key)
+            if value is not None:
+                overrides[key] = (value,) if isinstance(value, (int, float, str)) else tuple(value)
         return dataclasses.replace(self, **overrides)
 
 
