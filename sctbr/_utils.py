@@ -7,10 +7,7 @@ from typing import Any
 import anndata as ad
 import numpy as np
 
-#: Key of ``adata.uns`` where :func:`sctbr.pp.environment_tree` and the simulators store the tree.
-TREE_KEY = "environment_tree"
-#: Key of ``adata.uns`` where sctbr records the target and groupby its own functions prepared.
-DEFAULTS_KEY = "sctbr"
+from sctbr._constants import DEFAULTS_KEY, TREE_KEY  # noqa: F401  (TREE_KEY: re-exported for old imports)
 
 
 def record_defaults(adata: ad.AnnData, **values: Any) -> None:

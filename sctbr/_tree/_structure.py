@@ -482,4 +482,3 @@ class EnvironmentTree:
         if not cands:
             raise ValueError("closest() needs at least one candidate")
         return min(cands, key=lambda c: (self.distance(node, c), self._index[c]))
-

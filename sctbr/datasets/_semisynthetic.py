@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from sctbr._constants import TREE_KEY, TRUE_LATENTS_KEY
 from sctbr._tree import EnvironmentTree
-from sctbr._utils import TREE_KEY
 from sctbr.datasets._regulators import regulators
 from sctbr.datasets._simulate import check_k, store_truth, tree_weights
 
@@ -248,7 +248,7 @@ def semisynthetic(
         var["regulates"] = [";".join(g for g in latent if tf in regs[g]) for tf in inputs]
     out = ad.AnnData(X=x.astype(np.float32), obs=obs, var=var)
     out.layers[layer if layer is not None else "X"] = x_raw.astype(np.float32)
-    out.obsm["Z_true"] = z.astype(np.float32)
+    out.obsm[TRUE_LATENTS_KEY] = z.astype(np.float32)
     store_truth(
         out,
         tree_obj,

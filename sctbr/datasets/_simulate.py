@@ -9,8 +9,9 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from sctbr._constants import SIMULATION_KEY, TREE_KEY, TRUE_LATENTS_KEY
 from sctbr._tree import EnvironmentTree
-from sctbr._utils import TREE_KEY, record_defaults
+from sctbr._utils import record_defaults
 
 
 def random_tree(n_leaves: int, *, random_state: int = 0, prefix: str = "n") -> EnvironmentTree:
@@ -121,7 +122,7 @@ def store_truth(
     tree_dict = tree.to_dict()
     tree_dict["groupby"] = groupby
     adata.uns[TREE_KEY] = tree_dict
-    adata.uns["simulation"] = {
+    adata.uns[SIMULATION_KEY] = {
         "root_weights": w0,
         "deltas": deltas,
         "arc_labels": np.array(tree.arc_labels, dtype=str),
@@ -256,7 +257,7 @@ def simulate(
         ),
         var=pd.DataFrame(index=[f"x{j}" for j in range(n_inputs)]),
     )
-    adata.obsm["Z_true"] = z.astype(np.float32)
+    adata.obsm[TRUE_LATENTS_KEY] = z.astype(np.float32)
     store_truth(
         adata,
         tree,

@@ -14,6 +14,7 @@ import torch
 from anndata import AnnData
 
 from sctbr import tl
+from sctbr._constants import TRUE_LATENTS_KEY, latents_key, prediction_key
 from sctbr.experiments._profiles import Profile
 from sctbr.metrics import mcc
 
@@ -70,20 +71,20 @@ def _split_mse(adata: AnnData, key: str, target: str, which: str) -> float:
     mask = np.asarray(adata.uns[key]["split"]) == which
     if not mask.any():
         return float("nan")
-    resid = adata.obs[f"{key}_prediction"].to_numpy()[mask] - adata.obs[target].to_numpy(dtype=float)[mask]
+    resid = adata.obs[prediction_key(key)].to_numpy()[mask] - adata.obs[target].to_numpy(dtype=float)[mask]
     return float(np.mean(resid**2))
 
 
 def _move_result(adata: AnnData, src: str, dst: str) -> None:
     """Rename the results of a ``tl`` fit from key ``src`` to ``dst``."""
-    adata.obsm[f"X_{dst}"] = adata.obsm.pop(f"X_{src}")
-    adata.obs[f"{dst}_prediction"] = adata.obs.pop(f"{src}_prediction")
+    adata.obsm[latents_key(dst)] = adata.obsm.pop(latents_key(src))
+    adata.obs[prediction_key(dst)] = adata.obs.pop(prediction_key(src))
     adata.uns[dst] = adata.uns.pop(src)
 
 
 def _drop_result(adata: AnnData, key: str) -> None:
-    adata.obsm.pop(f"X_{key}", None)
-    adata.obs.pop(f"{key}_prediction")
+    adata.obsm.pop(latents_key(key), None)
+    adata.obs.pop(prediction_key(key))
     adata.uns.pop(key, None)
 
 
@@ -155,8 +156,8 @@ def fit_method(
         _move_result(adata, trial, key)
     test = np.asarray(adata.uns[key]["split"]) == "test"
     score = float("nan")
-    if "Z_true" in adata.obsm and test.sum() > 1:
-        score = mcc(np.asarray(adata.obsm["Z_true"])[test], np.asarray(adata.obsm[f"X_{key}"])[test])
+    if TRUE_LATENTS_KEY in adata.obsm and test.sum() > 1:
+        score = mcc(np.asarray(adata.obsm[TRUE_LATENTS_KEY])[test], np.asarray(adata.obsm[latents_key(key)])[test])
     row = {
         "method": method,
         "seed": int(seed),

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 from sctbr import pp
+from sctbr._constants import SIMULATION_KEY, TREE_KEY, TRUE_LATENTS_KEY
 from sctbr._tree import EnvironmentTree
-from sctbr._utils import TREE_KEY
 from sctbr.datasets import house_keeping_genes, pbmc3k, read_gtex, regulators, select_epithelial, semisynthetic
 from sctbr.experiments._common import check_methods, fit_method, quiet, seeds, tidy
 from sctbr.experiments._profiles import Profile, get_profile
@@ -86,13 +86,13 @@ def _semi(adata: ad.AnnData, groupby: str, k: int, profile: Profile, seed: int) 
 def _semi_ks(ks, adata: ad.AnnData, groupby: str, profile: Profile, seed: int) -> list[int]:
     if ks is not None:
         return [int(k) for k in ks]
-    n_latent = _semi(adata, groupby, 0, profile, seed).obsm["Z_true"].shape[1]
+    n_latent = _semi(adata, groupby, 0, profile, seed).obsm[TRUE_LATENTS_KEY].shape[1]
     return list(range(n_latent + 1))
 
 
 def _semi_columns(semi: ad.AnnData, groupby: str, name: str) -> dict:
     return {
-        "n_latent_true": int(semi.obsm["Z_true"].shape[1]),
+        "n_latent_true": int(semi.obsm[TRUE_LATENTS_KEY].shape[1]),
         "n_inputs": int(semi.n_vars),
         "n_obs": int(semi.n_obs),
         "n_environments": int(semi.obs[groupby].nunique()),
@@ -152,7 +152,7 @@ def semisynthetic_sweep(
     for seed in seeds(prof, random_state, real=True):
         for k in _semi_ks(prof.semi_ks, prepared, groupby, prof, seed):
             semi = _semi(prepared, groupby, k, prof, seed)
-            n_latent = semi.obsm["Z_true"].shape[1]
+            n_latent = semi.obsm[TRUE_LATENTS_KEY].shape[1]
             for method in methods:
                 row = fit_method(
                     semi,
@@ -205,10 +205,10 @@ def _one_sparse_heads(semi: ad.AnnData, groupby: str, pairs, rng: np.random.Gene
     environment". Updates ``obs["y"]`` of the held-out cells and their rows of ``uns["simulation"]["weights"]``;
     returns the changed latent of each held-out type.
     """
-    sim = semi.uns["simulation"]
+    sim = semi.uns[SIMULATION_KEY]
     nodes = [str(n) for n in sim["nodes"]]
     weights = np.array(sim["weights"], dtype=float)
-    z = np.asarray(semi.obsm["Z_true"], dtype=float)
+    z = np.asarray(semi.obsm[TRUE_LATENTS_KEY], dtype=float)
     labels = semi.obs[groupby].astype(str).to_numpy()
     y = semi.obs["y"].to_numpy(dtype=float).copy()
     changed = {}
@@ -299,7 +299,7 @@ def transfer(
             changed = _one_sparse_heads(semi, groupby, pairs, np.random.default_rng([seed, int(k)]), prof.noise_y)
             labels = semi.obs[groupby].astype(str).to_numpy()
             observed = _subset(semi, groupby, ~np.isin(labels, held_types))
-            n_latent = semi.obsm["Z_true"].shape[1]
+            n_latent = semi.obsm[TRUE_LATENTS_KEY].shape[1]
             fit = {
                 "n_latent": n_latent,
                 "seed": seed,

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
+from sctbr._constants import TRUE_LATENTS_KEY, latents_key
 from sctbr.datasets import simulate
 from sctbr.experiments._common import check_methods, fit_method, quiet, seeds, tidy
 from sctbr.experiments._profiles import Profile, get_profile
@@ -330,8 +331,8 @@ def causal_effects(
             env = adata.obs["environment"][test]
             with quiet():  # environments with too few test cells are skipped (and named in a warning)
                 table = ate_table(
-                    np.asarray(adata.obsm["Z_true"])[test],
-                    np.asarray(adata.obsm[f"X_{method}"])[test],
+                    np.asarray(adata.obsm[TRUE_LATENTS_KEY])[test],
+                    np.asarray(adata.obsm[latents_key(method)])[test],
                     adata.obs["y"].to_numpy()[test],
                     env,
                 )

@@ -22,7 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from sctbr.model._module import ENV_KEY, X_KEY, Y_KEY
+from sctbr._constants import ENV_KEY, X_KEY, Y_KEY
 
 #: Bytes of the file read per block of a backed matrix (all of its columns), and per block of a finiteness check.
 BLOCK_BYTES = 64 * 2**20

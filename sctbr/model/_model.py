@@ -15,11 +15,12 @@ from scvi.data.fields import CategoricalObsField, LayerField, NumericalJointObsF
 from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
 
+from sctbr._constants import ENV_KEY, X_KEY, Y_KEY
 from sctbr._tree import EnvironmentTree
 from sctbr.model import _checkpoint as ckpt
 from sctbr.model._basis import refine_basis
 from sctbr.model._data import TBRDataModule, batch_from, max_abs, prepare_arrays
-from sctbr.model._module import ENV_KEY, X_KEY, Y_KEY, TBRModule
+from sctbr.model._module import TBRModule
 from sctbr.model._trainingplan import TBRTrainingPlan
 from sctbr.model._transfer import TransferMixin
 

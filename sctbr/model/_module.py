@@ -12,9 +12,7 @@ import torch.nn.functional as F
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from torch import nn
 
-X_KEY = "X"
-Y_KEY = "y"
-ENV_KEY = "environment"
+from sctbr._constants import ENV_KEY, X_KEY, Y_KEY
 
 Penalty = Literal["l1", "log"]
 Loss = Literal["mse", "logistic"]

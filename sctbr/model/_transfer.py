@@ -29,8 +29,8 @@ import scipy.sparse as sp
 import torch
 from anndata import AnnData
 
+from sctbr._constants import ENV_KEY, Y_KEY
 from sctbr._tree import EnvironmentTree, UnknownNodeError, _fmt_names
-from sctbr.model._module import ENV_KEY, Y_KEY
 
 #: Significance of the universal ("no change") threshold used for ``lam=None`` when there are too few cells for CV.
 UNIVERSAL_ALPHA = 0.05

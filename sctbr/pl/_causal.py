@@ -9,6 +9,7 @@ import pandas as pd
 from anndata import AnnData
 from matplotlib.lines import Line2D
 
+from sctbr._constants import TBR_KEY
 from sctbr.pl._common import finish, latent_colors, latent_label, new_axes, thin_labels
 from sctbr.tl._causal import COLUMNS
 from sctbr.tl._causal import causal_effects as _causal_effects
@@ -17,7 +18,7 @@ from sctbr.tl._causal import causal_effects as _causal_effects
 def causal_effects(
     data: AnnData | pd.DataFrame,
     *,
-    key: str = "tbr",
+    key: str = TBR_KEY,
     environments: Sequence | None = None,
     latents: Sequence[str] | None = None,
     groupby: str | None = None,

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from sctbr._constants import TBR_KEY
 from sctbr.pl._common import METHOD_COLORS, finish, get_field, get_run, new_axes
 
 #: Line style of each metric ``sctbr.tl.tbr`` records (the colour is the method's).
@@ -22,7 +23,7 @@ _STYLES = {
 def history(
     adata: AnnData,
     *,
-    key: str = "tbr",
+    key: str = TBR_KEY,
     metrics: Sequence[str] | None = None,
     log: bool = False,
     stages: bool = True,

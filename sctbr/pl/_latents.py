@@ -6,6 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from anndata import AnnData
 
+from sctbr._constants import TBR_KEY, TRUE_LATENTS_KEY, latents_key
 from sctbr.metrics import match_latents
 from sctbr.pl._common import METHOD_COLORS, finish, get_run
 
@@ -13,8 +14,8 @@ from sctbr.pl._common import METHOD_COLORS, finish, get_run
 def latents_vs_truth(
     adata: AnnData,
     *,
-    key: str = "tbr",
-    truth: str = "Z_true",
+    key: str = TBR_KEY,
+    truth: str = TRUE_LATENTS_KEY,
     method: str = "pearson",
     max_points: int = 3000,
     random_state: int = 0,
@@ -61,7 +62,7 @@ def latents_vs_truth(
     >>> sctbr.pl.latents_vs_truth(adata)  # doctest: +SKIP
     """
     run = get_run(adata, key)
-    rep = f"X_{key}"
+    rep = latents_key(key)
     if rep not in adata.obsm:
         raise KeyError(f"adata.obsm[{rep!r}] is missing; run sctbr.tl.tbr(adata, key_added={key!r}) first.")
     if truth not in adata.obsm:

@@ -10,6 +10,7 @@ from anndata import AnnData
 from matplotlib.collections import LineCollection
 from matplotlib.lines import Line2D
 
+from sctbr._constants import TBR_KEY
 from sctbr._tree import EnvironmentTree
 from sctbr.pl._common import (
     dfs_order,
@@ -85,7 +86,7 @@ def _select_latents(deltas: pd.DataFrame, latents: Sequence[int | str] | None) -
 def tree(
     adata: AnnData,
     *,
-    key: str = "tbr",
+    key: str = TBR_KEY,
     threshold: float = 0.0,
     latents: Sequence[int | str] | None = None,
     max_labels: int = 60,

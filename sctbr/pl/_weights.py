@@ -6,13 +6,14 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from sctbr._constants import TBR_KEY
 from sctbr.pl._common import dfs_order, finish, get_field, latent_label, new_axes, run_tree, thin_labels
 
 
 def weights(
     adata: AnnData,
     *,
-    key: str = "tbr",
+    key: str = TBR_KEY,
     include_internal: bool = False,
     cmap: str = "RdBu_r",
     vmax: float | None = None,

@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from sctbr._constants import TREE_KEY
 from sctbr._tree import EnvironmentTree
-from sctbr._utils import TREE_KEY, record_defaults
+from sctbr._utils import record_defaults
 from sctbr.pp._normalize import log_normalize, looks_like_counts
 
 logger = logging.getLogger(__name__)

@@ -10,6 +10,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import stats
 
+from sctbr._constants import TBR_KEY, latents_key
 from sctbr.metrics._ate import _environment_levels
 from sctbr.model._model import binary_target
 
@@ -20,10 +21,10 @@ _ALL_CELLS = "all cells"
 
 def _fit_record(adata: AnnData, key: str) -> dict:
     """The ``uns`` entry and latents of a ``sctbr.tl.tbr`` run, or an error saying how to make them."""
-    rep = f"X_{key}"
+    rep = latents_key(key)
     run = adata.uns.get(key)
     if not hasattr(run, "get") or "params" not in run or rep not in adata.obsm:
-        runs = [k for k, v in adata.uns.items() if hasattr(v, "get") and "params" in v and f"X_{k}" in adata.obsm]
+        runs = [k for k, v in adata.uns.items() if hasattr(v, "get") and "params" in v and latents_key(k) in adata.obsm]
         raise KeyError(
             f"No sctbr fit under key {key!r} (needs adata.uns[{key!r}] and adata.obsm[{rep!r}]). Run "
             f"sctbr.tl.tbr(adata, key_added={key!r}) first" + (f", or pass key= one of {runs}." if runs else ".")
@@ -69,7 +70,7 @@ def ols_effects(z: np.ndarray, y: np.ndarray, alpha: float) -> dict[str, np.ndar
 def causal_effects(
     adata: AnnData,
     *,
-    key: str = "tbr",
+    key: str = TBR_KEY,
     groupby: str | None = None,
     target: str | None = None,
     split: str | Sequence[str] | None = None,
@@ -132,7 +133,7 @@ def causal_effects(
         raise ValueError(f"`alpha` must lie in (0, 1) (0.05 gives 95% intervals), got {alpha!r}.")
     run = _fit_record(adata, key)
     params = run["params"]
-    z = np.asarray(adata.obsm[f"X_{key}"], dtype=np.float64)
+    z = np.asarray(adata.obsm[latents_key(key)], dtype=np.float64)
     if z.ndim != 2 or z.shape[0] != adata.n_obs:
         raise ValueError(f"adata.obsm['X_{key}'] must be cells x latents, got shape {z.shape}.")
 

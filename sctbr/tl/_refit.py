@@ -11,10 +11,11 @@ from typing import Any
 import numpy as np
 from anndata import AnnData
 
+from sctbr._constants import TBR_KEY, latents_key, prediction_key
 from sctbr.model._model import binary_target
 from sctbr.tl._tbr import tbr
 
-_KEY = "tbr"
+_KEY = TBR_KEY
 #: ``sctbr.tl.tbr`` arguments that the refitting tools set themselves.
 _RESERVED = ("n_latent", "key_added", "copy", "return_model", "random_state")
 
@@ -85,8 +86,8 @@ def fit_once(work: AnnData, *, n_latent: int, random_state: int, fit_kwargs: dic
         )
     y, _ = binary_target(work, target)
     return Fit(
-        latents=np.asarray(work.obsm[f"X_{_KEY}"], dtype=np.float32).copy(),
-        prediction=work.obs[f"{_KEY}_prediction"].to_numpy(dtype=np.float64).copy(),
+        latents=np.asarray(work.obsm[latents_key(_KEY)], dtype=np.float32).copy(),
+        prediction=work.obs[prediction_key(_KEY)].to_numpy(dtype=np.float64).copy(),
         target=np.asarray(y, dtype=np.float64),
         split=np.asarray(run["split"]).astype(str),
         seconds=float(seconds),

@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from sctbr._constants import BASELINE_KEY, TBR_KEY, TREE_KEY, latents_key, prediction_key
 from sctbr._tree import EnvironmentTree
-from sctbr._utils import TREE_KEY, recorded_default
+from sctbr._utils import recorded_default
 from sctbr.model._data import BackedRows, is_backed_matrix
 from sctbr.model._model import (
     DEFAULT_BATCH_SIZE,
@@ -202,12 +203,12 @@ def _fit(
     z = model.get_latent_representation()
     pred = model.predict()
     out = adata.copy() if copy else adata
-    out.obsm[f"X_{key_added}"] = z.astype(np.float32)
+    out.obsm[latents_key(key_added)] = z.astype(np.float32)
     if multi:
         for j, name in enumerate(targets):
             out.obs[f"{key_added}_prediction_{name}"] = pred[:, j].astype(np.float64)
     else:
-        out.obs[f"{key_added}_prediction"] = pred.astype(np.float64)
+        out.obs[prediction_key(key_added)] = pred.astype(np.float64)
     history = _history_frame(model.history)
     # per-target results: one frame for a single target (as before), {target: frame} for several
     by_target = {name: model.targets_[j] for j, name in enumerate(targets)}
@@ -288,7 +289,7 @@ def tbr(
     hidden: Sequence[int] = (256, 64),
     var_names: Sequence[str] | None = None,
     layer: str | None = None,
-    key_added: str = "tbr",
+    key_added: str = TBR_KEY,
     max_epochs: int | None = None,
     lr: float = DEFAULT_LR,
     batch_size: int = DEFAULT_BATCH_SIZE,
@@ -425,7 +426,7 @@ def baseline(
     hidden: Sequence[int] = (256, 64),
     var_names: Sequence[str] | None = None,
     layer: str | None = None,
-    key_added: str = "baseline",
+    key_added: str = BASELINE_KEY,
     max_epochs: int | None = None,
     lr: float = DEFAULT_LR,
     batch_size: int = DEFAULT_BATCH_SIZE,
