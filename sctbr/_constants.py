@@ -38,6 +38,11 @@ BASELINE_KEY = "baseline"
 #: Key of ``adata.obsm`` where the simulators store the true latents.
 TRUE_LATENTS_KEY = "Z_true"
 
+# ---------------------------------------------------------------------- tables
+
+#: Columns of the table of :func:`sctbr.tl.causal_effects` (read by :func:`sctbr.pl.causal_effects`).
+CAUSAL_EFFECTS_COLUMNS = ["environment", "latent", "effect", "se", "ci_low", "ci_high", "p_value", "n_cells"]
+
 
 def latents_key(key: str) -> str:
     """Key of ``adata.obsm`` holding the latents of the run ``uns[key]`` (``"X_tbr"`` for ``"tbr"``)."""

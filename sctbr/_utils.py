@@ -1,4 +1,5 @@
-"""Small helpers shared by every layer: where sctbr records its defaults in ``adata.uns``."""
+"""Small helpers shared by every layer: the defaults sctbr records in ``adata.uns``, environment order, in-memory
+copies."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import Any
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 
 from sctbr._constants import DEFAULTS_KEY, TREE_KEY  # noqa: F401  (TREE_KEY: re-exported for old imports)
 
@@ -20,6 +22,21 @@ def record_defaults(adata: ad.AnnData, **values: Any) -> None:
 def recorded_default(adata: ad.AnnData, name: str) -> Any | None:
     """Return a value recorded by :func:`record_defaults`, or None."""
     return dict(adata.uns.get(DEFAULTS_KEY, {})).get(name)
+
+
+def environment_levels(environments: pd.Series) -> list[Any]:
+    """Environment labels in categorical order (observed categories only) or sorted order.
+
+    Labels of mixed types that cannot be sorted keep their order of appearance.
+    """
+    if isinstance(environments.dtype, pd.CategoricalDtype):
+        present = set(environments.unique())
+        return [c for c in environments.cat.categories if c in present]
+    levels = list(pd.unique(environments))
+    try:
+        return sorted(levels)
+    except TypeError:  # labels of mixed, non-comparable types: keep order of appearance
+        return levels
 
 
 def _plain(value: Any) -> Any:

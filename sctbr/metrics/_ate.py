@@ -9,27 +9,16 @@ is regressed on them by ordinary least squares with an intercept.
 from __future__ import annotations
 
 import warnings
-from typing import Any
 
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
+from sctbr._utils import environment_levels
+
 from ._mcc import CorrelationMethod, _as_2d, _constant_columns, _prescale, _validate_pair, match_latents
 
 _COLUMNS = ["environment", "latent", "ate_true", "ate_est", "sq_error"]
-
-
-def _environment_levels(environments: pd.Series) -> list[Any]:
-    """Environment labels in categorical order (observed categories only) or sorted order."""
-    if isinstance(environments.dtype, pd.CategoricalDtype):
-        present = set(environments.unique())
-        return [c for c in environments.cat.categories if c in present]
-    levels = list(pd.unique(environments))
-    try:
-        return sorted(levels)
-    except TypeError:  # labels of mixed, non-comparable types: keep order of appearance
-        return levels
 
 
 def _standardised_abs_coefficients(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -149,7 +138,7 @@ def ate_table(
     matched_true = matching["true_index"]
 
     min_cells = d + 2
-    levels = _environment_levels(env)
+    levels = environment_levels(env)
     skipped = []
     rows = []
     for level in levels:

@@ -205,6 +205,40 @@ class BackedRows:
         return out
 
 
+def read_columns(x, columns):
+    """Some columns of a matrix, in memory; an on-disk matrix (a backed AnnData's ``X``) is read block by block.
+
+    Parameters
+    ----------
+    x
+        A numpy array, a scipy sparse matrix, or the ``X`` (or a layer) of an AnnData opened with ``backed="r"``.
+    columns
+        Integer positions of the columns to keep, in the order wanted.
+
+    Returns
+    -------
+    ``x[:, columns]``; for an on-disk matrix a float32 array (CSR matrix for a sparse file) read by row blocks of
+    about 64 MiB, so the whole file is never in memory at once.
+
+    Examples
+    --------
+    >>> import anndata as ad
+    >>> import numpy as np
+    >>> from sctbr.model import read_columns
+    >>> x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    >>> read_columns(x, [2, 0])
+    array([[2., 0.],
+           [5., 3.]], dtype=float32)
+    >>> ad.AnnData(x).write_h5ad("small.h5ad")
+    >>> backed = ad.read_h5ad("small.h5ad", backed="r")
+    >>> read_columns(backed.X, [2, 0])
+    array([[2., 0.],
+           [5., 3.]], dtype=float32)
+    >>> backed.file.close()
+    """
+    return BackedRows(x, columns).load() if is_backed_matrix(x) else x[:, columns]
+
+
 def _is_h5(x) -> bool:
     import h5py
 

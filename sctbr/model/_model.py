@@ -17,6 +17,8 @@ from scvi.train import TrainRunner
 
 from sctbr._constants import ENV_KEY, X_KEY, Y_KEY
 from sctbr._tree import EnvironmentTree
+from sctbr._validation import as_targets as _as_targets
+from sctbr._validation import check_setup as _check_setup
 from sctbr.model import _checkpoint as ckpt
 from sctbr.model._basis import refine_basis
 from sctbr.model._data import TBRDataModule, batch_from, max_abs, prepare_arrays
@@ -750,13 +752,6 @@ def _check_lam_grid(lam_grid, validation_size: float, path_epochs: float) -> np.
     return np.unique(grid)
 
 
-def _as_targets(target) -> list[str]:
-    """A target name or a sequence of names, as a list of names."""
-    if isinstance(target, str):
-        return [target]
-    return [str(t) for t in target]
-
-
 def _resolve_losses(loss, y: np.ndarray, targets: list[str]) -> list[str]:
     """Loss per target: ``"auto"`` is logistic for 0/1 targets, squared error otherwise."""
     losses = [loss] * len(targets) if isinstance(loss, str) else list(loss)
@@ -775,103 +770,3 @@ def _resolve_losses(loss, y: np.ndarray, targets: list[str]) -> list[str]:
             )
         out.append("logistic" if kind == "logistic" or (kind == "auto" and binary) else "mse")
     return out
-
-
-def _check_target(adata: AnnData, target: str, allow_labels: bool) -> None:
-    if target not in adata.obs:
-        raise KeyError(f"Target {target!r} is not a column of adata.obs (columns: {list(adata.obs.columns)[:10]}).")
-    y = adata.obs[target]
-    if not pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y):
-        if not allow_labels:
-            levels = _label_levels(y)
-            shown = f" with levels {levels[:10]}" if levels is not None else ""
-            raise TypeError(
-                f"Target {target!r} must be numeric, got dtype {y.dtype}{shown}. Convert it with .astype(float); for "
-                "a binary phenotype use 0/1 values (loss='auto' then fits the logistic loss). sctbr.tl.tbr converts "
-                "boolean and two-level columns itself."
-            )
-        yv, _ = binary_target(adata, target)  # raises for more than two levels
-    else:
-        yv = y.to_numpy(dtype=float)
-    if not np.isfinite(yv).all():
-        raise ValueError(
-            f"Target {target!r} has {int((~np.isfinite(yv)).sum())} NaN or infinite values; drop those cells first."
-        )
-    if np.nanstd(yv) == 0:
-        raise ValueError(f"Target {target!r} is constant; there is nothing to predict.")
-
-
-def _label_levels(y: pd.Series) -> list | None:
-    """The observed levels of a boolean, categorical or string column (``None`` for a numeric one)."""
-    if pd.api.types.is_bool_dtype(y):
-        return [v for v in (False, True) if (y == v).any()]
-    if isinstance(y.dtype, pd.CategoricalDtype):
-        present = set(y.dropna().unique())
-        return [c for c in y.cat.categories if c in present]
-    if not pd.api.types.is_numeric_dtype(y):
-        return sorted(y.dropna().unique().tolist(), key=str)
-    return None
-
-
-def binary_target(adata: AnnData, target: str) -> tuple[np.ndarray, list | None]:
-    """A target as float values: 0/1 for a boolean or two-level column (1 = the second level), with its levels.
-
-    A column with more than two levels raises a ``ValueError`` naming them.
-    """
-    y = adata.obs[target]
-    levels = _label_levels(y)
-    if levels is None:
-        return y.to_numpy(dtype=np.float64), None
-    if len(levels) > 2:
-        shown = ", ".join(repr(v) for v in levels[:10]) + (", ..." if len(levels) > 10 else "")
-        raise ValueError(
-            f"Target {target!r} is categorical with {len(levels)} levels ({shown}); TBR predicts a numeric or a "
-            f"binary (two-level) phenotype. Make a binary column (e.g. adata.obs['is_{levels[-1]}'] = "
-            f"adata.obs[{target!r}] == {levels[-1]!r}), subset the cells to two levels, or pass one binary column "
-            "per level as target=[...]."
-        )
-    values = np.where(y.isna(), np.nan, (y == levels[-1]).to_numpy(dtype=np.float64))
-    return values, levels
-
-
-def _check_setup(
-    adata: AnnData,
-    target: str | Sequence[str],
-    groupby: str | None,
-    layer: str | None,
-    var_names,
-    *,
-    require_groupby: bool = True,
-    allow_labels: bool = False,
-) -> None:
-    """Clear errors for bad registrations, raised before anything is written into ``adata``.
-
-    ``allow_labels`` accepts boolean and two-level categorical targets (``sctbr.tl.tbr`` converts them to 0/1).
-    """
-    if adata.n_obs == 0 or adata.n_vars == 0:
-        raise ValueError(f"The AnnData is empty ({adata.n_obs} cells x {adata.n_vars} inputs).")
-    if target is None:
-        raise ValueError("`target` is required: the name of a numeric column of adata.obs.")
-    targets = _as_targets(target)
-    if len(targets) == 0:
-        raise ValueError("`target` is an empty list: name at least one column of adata.obs.")
-    if len(set(targets)) < len(targets):
-        raise ValueError(f"`target` lists a column twice: {targets}.")
-    for name in targets:
-        _check_target(adata, name, allow_labels)
-    if groupby is None:
-        if require_groupby:
-            raise ValueError("`groupby` is required: the categorical column of adata.obs with each cell's environment.")
-    elif groupby not in adata.obs:
-        raise KeyError(f"groupby {groupby!r} is not a column of adata.obs (columns: {list(adata.obs.columns)[:10]}).")
-    elif adata.obs[groupby].isna().any():
-        raise ValueError(f"groupby {groupby!r} has missing values; every cell needs an environment.")
-    if layer is not None and layer not in adata.layers:
-        raise KeyError(f"Layer {layer!r} not found; available layers: {list(adata.layers.keys())}.")
-    if var_names is not None:
-        var_names = list(var_names)
-        missing = [v for v in var_names if v not in adata.var_names]
-        if missing:
-            raise KeyError(f"{len(missing)} `var_names` are not in adata.var_names: {missing[:10]}.")
-        if len(var_names) == 0:
-            raise ValueError("`var_names` is empty.")

@@ -9,10 +9,9 @@ import pandas as pd
 from anndata import AnnData
 from matplotlib.lines import Line2D
 
-from sctbr._constants import TBR_KEY
+from sctbr._constants import CAUSAL_EFFECTS_COLUMNS, TBR_KEY
 from sctbr.pl._common import finish, latent_colors, latent_label, new_axes, thin_labels
-from sctbr.tl._causal import COLUMNS
-from sctbr.tl._causal import causal_effects as _causal_effects
+from sctbr.tl import causal_effects as _causal_effects
 
 
 def causal_effects(
@@ -78,7 +77,7 @@ def causal_effects(
     missing = [c for c in ("environment", "latent", "effect", "ci_low", "ci_high") if c not in table.columns]
     if missing:
         raise KeyError(
-            f"The table lacks column(s) {missing}; expected the output of sctbr.tl.causal_effects ({COLUMNS})."
+            f"The table lacks column(s) {missing}; expected the output of sctbr.tl.causal_effects ({CAUSAL_EFFECTS_COLUMNS})."
         )
     env_levels = _levels(table["environment"])
     lat_levels = _levels(table["latent"])

@@ -10,11 +10,11 @@ import pandas as pd
 from anndata import AnnData
 from scipy import stats
 
-from sctbr._constants import TBR_KEY, latents_key
-from sctbr.metrics._ate import _environment_levels
-from sctbr.model._model import binary_target
+from sctbr._constants import CAUSAL_EFFECTS_COLUMNS, TBR_KEY, latents_key
+from sctbr._utils import environment_levels
+from sctbr._validation import binary_target
 
-COLUMNS = ["environment", "latent", "effect", "se", "ci_low", "ci_high", "p_value", "n_cells"]
+COLUMNS = CAUSAL_EFFECTS_COLUMNS
 _SPLITS = ("train", "validation", "test")
 _ALL_CELLS = "all cells"
 
@@ -175,7 +175,7 @@ def causal_effects(
 
     d = z.shape[1]
     names = [f"latent_{j}" for j in range(d)]
-    levels = _environment_levels(env[mask])
+    levels = environment_levels(env[mask])
     rows, skipped = [], []
     for level in levels:
         cells = mask & (env == level).to_numpy()

@@ -12,7 +12,7 @@ import numpy as np
 from anndata import AnnData
 
 from sctbr._constants import TBR_KEY, latents_key, prediction_key
-from sctbr.model._model import binary_target
+from sctbr._validation import binary_target
 from sctbr.tl._tbr import tbr
 
 _KEY = TBR_KEY

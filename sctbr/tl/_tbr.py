@@ -13,17 +13,8 @@ from anndata import AnnData
 from sctbr._constants import BASELINE_KEY, TBR_KEY, TREE_KEY, latents_key, prediction_key
 from sctbr._tree import EnvironmentTree
 from sctbr._utils import recorded_default
-from sctbr.model._data import BackedRows, is_backed_matrix
-from sctbr.model._model import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_LAM,
-    DEFAULT_LR,
-    TBR,
-    _as_targets,
-    _check_setup,
-    _label_levels,
-    binary_target,
-)
+from sctbr._validation import as_targets, binary_target, check_setup, label_levels
+from sctbr.model import DEFAULT_BATCH_SIZE, DEFAULT_LAM, DEFAULT_LR, TBR, read_columns
 
 _BASELINE_GROUP = "_all_cells"
 
@@ -53,7 +44,7 @@ def _resolve_tree(adata: AnnData, tree: Any) -> tuple[EnvironmentTree, str | Non
 
 def _target_columns(target) -> list[str]:
     """Columns of the working AnnData holding the target(s): ``y`` for one, ``y0``, ``y1``, ... for several."""
-    targets = _as_targets(target)
+    targets = as_targets(target)
     return ["y"] if len(targets) == 1 else [f"y{i}" for i in range(len(targets))]
 
 
@@ -67,11 +58,11 @@ def _working_anndata(adata: AnnData, target, groupby: str | None, layer: str | N
     if var_names is not None:
         cols = adata.var_names.get_indexer(list(var_names))
         # an on-disk matrix (backed AnnData) is read block by block, only the selected columns
-        x = BackedRows(x, cols).load() if is_backed_matrix(x) else x[:, cols]
+        x = read_columns(x, cols)
         names = adata.var_names[cols]
     columns = {
         col: binary_target(adata, name)[0]
-        for col, name in zip(_target_columns(target), _as_targets(target), strict=True)
+        for col, name in zip(_target_columns(target), as_targets(target), strict=True)
     }
     obs = pd.DataFrame(columns, index=adata.obs_names.copy())
     if groupby is None:
@@ -137,7 +128,7 @@ def _fit(
         raise ValueError(f"`n_restarts` must be a positive integer, got {n_restarts!r}.")
     if not isinstance(n_latent, (int, np.integer)) or n_latent < 1:
         raise ValueError(f"`n_latent` must be a positive integer, got {n_latent!r}.")
-    _check_setup(adata, target, groupby, layer, var_names, require_groupby=not baseline, allow_labels=True)
+    check_setup(adata, target, groupby, layer, var_names, require_groupby=not baseline, allow_labels=True)
     if copy and adata.isbacked:
         raise ValueError(
             "copy=True on a backed AnnData would need a new file (anndata copies backed objects only to a filename). "
@@ -146,7 +137,7 @@ def _fit(
         )
     if isinstance(lam, str) and lam != "auto":
         raise ValueError(f"`lam` must be a non-negative number or 'auto', got {lam!r}.")
-    targets = _as_targets(target)
+    targets = as_targets(target)
     multi = len(targets) > 1
     if groupby is not None and not baseline:
         envs = pd.unique(adata.obs[groupby].astype(str))
@@ -219,7 +210,7 @@ def _fit(
         weights, deltas = model.get_environment_weights(), model.get_deltas()
     levels = {}
     for name in targets:
-        found = _label_levels(adata.obs[name])
+        found = label_levels(adata.obs[name])
         if found is not None:
             levels[name] = np.asarray([str(v) for v in found], dtype=str)
     out.uns[key_added] = {
