@@ -10,8 +10,6 @@ from anndata import AnnData
 from matplotlib.lines import Line2D
 
 from sctbr.pl._common import finish, latent_colors, latent_label, new_axes, thin_labels
-from sctbr.tl._causal import COLUMNS
-from sctbr.tl._causal import causal_effects as _causal_effects
 
 
 def causal_effects(
@@ -66,6 +64,10 @@ def causal_effects(
     >>> sctbr.tl.tbr(adata, n_latent=2, max_epochs=60)  # doctest: +SKIP
     >>> sctbr.pl.causal_effects(adata)  # doctest: +SKIP
     """
+    # sctbr.tl imports torch and scvi-tools: loaded here, so that importing sctbr.pl stays light
+    from sctbr.tl._causal import COLUMNS
+    from sctbr.tl._causal import causal_effects as _causal_effects
+
     if isinstance(data, AnnData):
         table = _causal_effects(data, key=key, groupby=groupby, split=split, alpha=alpha)
     elif isinstance(data, pd.DataFrame):
