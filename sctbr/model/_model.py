@@ -13,7 +13,6 @@ from anndata import AnnData
 from scvi.data import AnnDataManager
 from scvi.data.fields import CategoricalObsField, LayerField, NumericalJointObsField, NumericalObsField
 from scvi.model.base import BaseModelClass
-from scvi.train import TrainRunner
 
 from sctbr._constants import ENV_KEY, X_KEY, Y_KEY
 from sctbr._tree import EnvironmentTree
@@ -23,6 +22,7 @@ from sctbr.model import _checkpoint as ckpt
 from sctbr.model._basis import refine_basis
 from sctbr.model._data import TBRDataModule, batch_from, max_abs, prepare_arrays
 from sctbr.model._module import TBRModule
+from sctbr.model._quiet import QuietTrainRunner
 from sctbr.model._trainingplan import TBRTrainingPlan
 from sctbr.model._transfer import TransferMixin
 
@@ -101,7 +101,7 @@ class TBR(TransferMixin, BaseModelClass):
 
     _module_cls = TBRModule
     _training_plan_cls = TBRTrainingPlan
-    _train_runner_cls = TrainRunner
+    _train_runner_cls = QuietTrainRunner
 
     def __init__(
         self,

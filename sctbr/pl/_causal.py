@@ -11,7 +11,6 @@ from matplotlib.lines import Line2D
 
 from sctbr._constants import CAUSAL_EFFECTS_COLUMNS, TBR_KEY
 from sctbr.pl._common import finish, latent_colors, latent_label, new_axes, thin_labels
-from sctbr.tl import causal_effects as _causal_effects
 
 
 def causal_effects(
@@ -66,6 +65,9 @@ def causal_effects(
     >>> sctbr.tl.tbr(adata, n_latent=2, max_epochs=60)  # doctest: +SKIP
     >>> sctbr.pl.causal_effects(adata)  # doctest: +SKIP
     """
+    # sctbr.tl imports torch and scvi-tools: loaded here, so that importing sctbr.pl stays light
+    from sctbr.tl import causal_effects as _causal_effects
+
     if isinstance(data, AnnData):
         table = _causal_effects(data, key=key, groupby=groupby, split=split, alpha=alpha)
     elif isinstance(data, pd.DataFrame):
