@@ -365,7 +365,7 @@ def fit(
 
 def split_fit_kwargs(kwargs: Mapping[str, Any]) -> tuple[dict, dict]:
     """Split ``tl.tbr``-style keyword arguments into :func:`fit`'s own and the rest (for ``TBR.train``)."""
-    own = set(inspect.signature(fit).parameters) - {"adata", "train_kwargs"}
+    own = set(inspect.signature(fit).parameters) - {"adata", "baseline", "train_kwargs"}
     return {k: v for k, v in kwargs.items() if k in own}, {k: v for k, v in kwargs.items() if k not in own}
 
 

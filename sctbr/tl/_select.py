@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from sctbr.tl._refit import check_tbr_kwargs, fit_once, private_anndata, split_error
+from sctbr.tl._refit import check_in_memory, check_tbr_kwargs, fit_once, split_error
 
 #: Default relative tolerance of the plateau rule (see :func:`select_n_latent`).
 DEFAULT_RTOL = 0.1
@@ -73,7 +73,7 @@ def select_n_latent(
     therefore has to remove more than a fraction ``rtol`` of the remaining error, and more than the sampling noise of
     the validation estimate (the one-standard-error rule of the lasso), to count. On simulations with short fits
     the error at the true size was within 0-8% of the minimum and one latent fewer 30% or more above it, hence the
-    default ``rtol = 0.1``; longer fits narrow the first gap. The fits are written to a private AnnData: ``adata``
+    default ``rtol = 0.1``; longer fits narrow the first gap. The fits write nothing (:func:`sctbr.tl.fit`): ``adata``
     is not modified until every fit has succeeded.
 
     Parameters
@@ -138,10 +138,10 @@ def select_n_latent(
         )
     fit_kwargs.update(target=target, groupby=groupby, tree=tree, layer=layer, var_names=var_names)
 
-    work = private_anndata(adata, layer)
+    check_in_memory(adata)
     rows, fit = [], None
     for n in sizes:
-        fit = fit_once(work, n_latent=n, random_state=random_state, fit_kwargs=fit_kwargs)
+        fit = fit_once(adata, n_latent=n, random_state=random_state, fit_kwargs=fit_kwargs)
         val, val_se, n_val = split_error(fit, "validation")
         train, _, _ = split_error(fit, "train")
         if not np.isfinite(val):

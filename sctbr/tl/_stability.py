@@ -13,7 +13,7 @@ import pandas as pd
 from anndata import AnnData
 
 from sctbr.metrics import match_latents
-from sctbr.tl._refit import check_tbr_kwargs, fit_once, private_anndata, split_error
+from sctbr.tl._refit import check_in_memory, check_tbr_kwargs, fit_once, split_error
 
 #: Default agreement threshold of :func:`stability` (mean pairwise MCC, and per latent).
 DEFAULT_THRESHOLD = 0.9
@@ -124,9 +124,9 @@ def stability(
     n_latent = fit_kwargs.pop("n_latent", 5)
     fit_kwargs.update(target=target, groupby=groupby, tree=tree, layer=layer, var_names=var_names)
 
-    work = private_anndata(adata, layer)
+    check_in_memory(adata)
     seeds = [int(random_state) + i for i in range(int(n_seeds))]
-    fits = [fit_once(work, n_latent=n_latent, random_state=s, fit_kwargs=fit_kwargs) for s in seeds]
+    fits = [fit_once(adata, n_latent=n_latent, random_state=s, fit_kwargs=fit_kwargs) for s in seeds]
     latents = np.stack([f.latents for f in fits])
     names = [f"latent_{j}" for j in range(latents.shape[2])]
 
