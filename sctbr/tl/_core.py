@@ -241,7 +241,8 @@ def fit(
     ----------
     {tbr_data}
     baseline
-        Fit the baseline (one head shared by every environment, no tree) instead of TBR.
+        Fit the baseline (one head shared by every environment; ``tree``, ``lam`` and ``penalty`` are ignored)
+        instead of TBR.
     {tbr_tree}
     {tbr_model}
     {tbr_inputs}
@@ -264,6 +265,8 @@ def fit(
     >>> result.split_mse("validation")  # doctest: +SKIP
     """
     train_kwargs = dict(train_kwargs or {})
+    if baseline:
+        tree, lam, penalty = None, 0.0, "l1"
     target, groupby, tree_obj = _resolve(
         adata,
         baseline=baseline,
