@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from sctbr._docs import doc_params
 from sctbr.tl._refit import check_in_memory, check_tbr_kwargs, fit_once, split_error
 
 #: Default relative tolerance of the plateau rule (see :func:`select_n_latent`).
@@ -43,6 +44,7 @@ def plateau(validation_mse: Sequence[float], validation_se: Sequence[float], rto
     return int(np.flatnonzero(v <= threshold)[0]), threshold
 
 
+@doc_params("inplace_key_added")
 def select_n_latent(
     adata: AnnData,
     *,
@@ -88,8 +90,7 @@ def select_n_latent(
         Relative tolerance of the plateau rule (non-negative). Larger values choose smaller sizes.
     random_state
         Seed of every fit (the same split and initialisation seed for every size).
-    key_added
-        With ``inplace=True`` the result goes to ``adata.uns[key_added]``.
+    {inplace_key_added}
     inplace
         Write the result into ``adata.uns`` and return ``None`` (Scanpy's convention); ``False`` returns it and
         leaves ``adata`` untouched.

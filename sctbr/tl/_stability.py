@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from sctbr._docs import doc_params
 from sctbr.metrics import match_latents
 from sctbr.tl._refit import check_in_memory, check_tbr_kwargs, fit_once, split_error
 
@@ -19,6 +20,7 @@ from sctbr.tl._refit import check_in_memory, check_tbr_kwargs, fit_once, split_e
 DEFAULT_THRESHOLD = 0.9
 
 
+@doc_params("inplace_key_added")
 def stability(
     adata: AnnData,
     *,
@@ -68,8 +70,7 @@ def stability(
         Seed of the first run; run ``i`` uses ``random_state + i``.
     threshold
         Agreement (MCC, between 0 and 1) below which a warning is issued, overall and per latent.
-    key_added
-        With ``inplace=True`` the result goes to ``adata.uns[key_added]``.
+    {inplace_key_added}
     inplace
         Write the result into ``adata.uns`` and return ``None``; ``False`` returns it and leaves ``adata``
         untouched.
