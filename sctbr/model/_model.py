@@ -21,6 +21,7 @@ from sctbr._validation import check_setup as _check_setup
 from sctbr.model import _checkpoint as ckpt
 from sctbr.model._basis import refine_basis
 from sctbr.model._data import TBRDataModule, batch_from, max_abs, prepare_arrays
+from sctbr.model._lam import one_standard_error_rule
 from sctbr.model._module import TBRModule
 from sctbr.model._quiet import QuietTrainRunner
 from sctbr.model._trainingplan import TBRTrainingPlan
@@ -724,17 +725,6 @@ class TBR(TransferMixin, BaseModelClass):
         ckpt.check_saved_model(dir_path, prefix, adata)
         with ckpt.quiet_var_names_warning():
             return super().load(dir_path, adata, *args, prefix=prefix, **kwargs)
-
-
-def one_standard_error_rule(mean: np.ndarray, se: np.ndarray) -> int:
-    """Index of the last (largest-lambda) entry whose mean error is within one SE of the smallest mean.
-
-    ``mean`` and ``se`` are ordered by increasing lambda; the SE is that of the best entry (the lasso's rule).
-    """
-    mean, se = np.asarray(mean, dtype=float), np.asarray(se, dtype=float)
-    best = int(np.nanargmin(mean))
-    within = np.flatnonzero(mean <= mean[best] + se[best])
-    return int(within.max())
 
 
 def _check_lam_grid(lam_grid, validation_size: float, path_epochs: float) -> np.ndarray:

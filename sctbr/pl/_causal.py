@@ -10,9 +10,11 @@ from anndata import AnnData
 from matplotlib.lines import Line2D
 
 from sctbr._constants import CAUSAL_EFFECTS_COLUMNS, TBR_KEY
+from sctbr._docs import doc_params
 from sctbr.pl._common import finish, latent_colors, latent_label, new_axes, thin_labels
 
 
+@doc_params("pl_show")
 def causal_effects(
     data: AnnData | pd.DataFrame,
     *,
@@ -49,10 +51,7 @@ def causal_effects(
         At most this many environment labels are written (every n-th beyond that).
     ax
         Existing Axes, or None for a new figure.
-    show
-        Show the figure.
-    return_fig
-        Return the Figure instead of the Axes.
+    {pl_show}
 
     Returns
     -------
