@@ -75,6 +75,25 @@ def test_default_tbr_identifies_latents_on_unbalanced_leaves_only_tree():
     assert score >= 0.9, f"TBR MCC {score:.3f} on an unbalanced leaves-only tree, k=1"
 
 
+@pytest.mark.parametrize("shape", ["balanced3", "yule12"])
+def test_default_tbr_identifies_with_few_cells_per_cell_type(shape):
+    """The regime of real atlases: 12-14 cell types x 300 cells, the default call (80/20 split).
+
+    The settings and the seed of ``benchmarks/small_data.py`` (5 latents, k = 1, simulator's MLP), which measures
+    the same call over seeds and shapes; MCC on the validation cells. Fails if identification with few cells breaks.
+    """
+    if shape == "balanced3":
+        adata = sctbr.datasets.simulate(depth=3, n_latent=5, k=1, n_obs_per_env=300, random_state=0)
+    else:
+        tree = sctbr.datasets.random_tree(12, random_state=0)
+        adata = sctbr.datasets.simulate(tree=tree, leaves_only=True, n_latent=5, k=1, n_obs_per_env=300, random_state=0)
+    sctbr.tl.tbr(adata, random_state=0, **QUIET)
+    split = adata.obs["tbr_split"] if "tbr_split" in adata.obs else adata.uns["tbr"]["split"]
+    held_out = np.asarray(split).astype(str) == "validation"
+    score = mcc(adata.obsm["Z_true"][held_out], adata.obsm["X_tbr"][held_out])
+    assert score >= 0.93, f"TBR MCC {score:.3f} with 300 cells per cell type ({shape}, k=1)"
+
+
 def test_same_seed_gives_identical_latents():
     runs = []
     for _ in range(2):
