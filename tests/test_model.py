@@ -356,7 +356,7 @@ def test_nan_inputs_raise_before_training(small_adata, fast_model_kwargs, fast_t
     def no_training(*args, **kwargs):
         raise AssertionError("training started")
 
-    monkeypatch.setattr(TBR, "_run_stage", no_training)
+    monkeypatch.setattr(TBR, "_run_fit", no_training)
     small_adata.X[3, 1] = np.nan
     TBR.setup_anndata(small_adata, target="y", groupby="environment")
     model = TBR(small_adata, tree=TREE, **fast_model_kwargs)

@@ -512,8 +512,12 @@ class TBRDataModule(pl.LightningDataModule):
         return int(trainer.global_rank), int(trainer.world_size)
 
     def _current_epoch(self) -> int | None:
+        # a training plan in phases gives the epoch within the phase: every phase sees the batch orders of a fit of
+        # its own (and a resumed fit the same as an uninterrupted one)
         trainer = getattr(self, "trainer", None)
-        return None if trainer is None else int(trainer.current_epoch)
+        if trainer is None:
+            return None
+        return int(getattr(getattr(trainer, "lightning_module", None), "phase_epoch", trainer.current_epoch))
 
     def train_dataloader(self) -> _Batches:
         rank, world = self._distributed()

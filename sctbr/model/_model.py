@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Literal
 
@@ -22,7 +23,9 @@ from sctbr._validation import check_setup as _check_setup
 from sctbr.model import _checkpoint as ckpt
 from sctbr.model._basis import refine_basis
 from sctbr.model._data import TBRDataModule, batch_from, max_abs, prepare_arrays
+from sctbr.model._lam_path import check_lam_grid, select
 from sctbr.model._module import TBRModule
+from sctbr.model._phases import PhaseEarlyStopping, PhaseProgressBar, PhaseWork, plan_phases
 from sctbr.model._trainingplan import TBRTrainingPlan
 from sctbr.model._transfer import TransferMixin
 
@@ -31,9 +34,6 @@ DEFAULT_LR = 3e-3
 DEFAULT_BATCH_SIZE = 128
 #: Default sparsity weight (relative to the standardised target's variance), chosen on simulations.
 DEFAULT_LAM = 1e-3
-#: The lambda path of ``lam="auto"``: 7 values, log-spaced from 1e-4 to 1e-1 (the target is standardised, so one
-#: grid serves every dataset).
-DEFAULT_LAM_GRID = tuple(float(v) for v in np.logspace(-4, -1, 7))
 
 
 def _max_epochs_heuristic(n_obs: int) -> int:
@@ -349,8 +349,7 @@ class TBR(TransferMixin, BaseModelClass):
         if not 0 <= fit_fraction <= 1:
             raise ValueError(f"`fit_fraction` must lie in [0, 1], got {fit_fraction}.")
         auto = self._lam_auto and not self.module.baseline
-        if auto:
-            grid = _check_lam_grid(lam_grid, validation_size, path_epochs)
+        grid = check_lam_grid(lam_grid, validation_size, path_epochs) if auto else None
         if backed not in ("load", "stream"):
             raise ValueError(f"`backed` must be 'load' or 'stream', got {backed!r}.")
         data = self._arrays(self.adata, backed=backed)
@@ -369,40 +368,55 @@ class TBR(TransferMixin, BaseModelClass):
             self.module.set_target_scale(y_train.mean(0).numpy(), y_train.std(0).numpy())
         if max_epochs is None:
             max_epochs = _max_epochs_heuristic(self.adata.n_obs)
-        trainer_kwargs.setdefault("early_stopping_monitor", "validation_loss")
+        ckpt_path = None
+        if checkpoint_dir is not None:
+            config = ckpt.fit_config(self, fit_settings, plan_kwargs, max_epochs)
+            ckpt_path = ckpt.checkpoint_path(checkpoint_dir, resume, config)
+        elif resume:
+            raise ValueError("`resume=True` needs the `checkpoint_dir` of the interrupted fit.")
+        plan_kwargs = dict(plan_kwargs or {})
+        # plan_kwargs' lr and max_epochs apply to every phase, as they did to every stage
+        phase_lr = plan_kwargs.pop("lr", None)
+        tree_model = not self.module.baseline
+        n_fit = max_epochs if not tree_model else int(round(fit_fraction * max_epochs))
+        phases = plan_phases(
+            max_epochs,
+            n_fit=n_fit,
+            lr=phase_lr or lr,
+            sparsify_lr=phase_lr or lr * (sparsify_lr_factor if n_fit > 0 else 1.0),
+            lam=self.module.lam,
+            grid=grid,
+            path_epochs=max(1, int(round(path_epochs * max_epochs))),
+            schedule=plan_kwargs.pop("max_epochs", None),
+        )
+        work = PhaseWork(self, data, datamodule, refine=refine and tree_model, path=auto, random_state=random_state)
+        plan = self._training_plan_cls(self.module, lr=phases[0].lr, phases=phases, **plan_kwargs)
+        callbacks = [work, ckpt.DivergenceCheck()]
+        if early_stopping:
+            callbacks.append(PhaseEarlyStopping(**_pop_prefixed(trainer_kwargs, "early_stopping_")))
+        if trainer_kwargs.get("enable_progress_bar", True):
+            trainer_kwargs.setdefault("simple_progress_bar", False)
+            callbacks.append(PhaseProgressBar())
         if validation_size == 0:
             trainer_kwargs["limit_val_batches"] = 0
         else:
             # scvi-tools' Trainer validates only with early stopping unless told otherwise
             trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
-        common = {"accelerator": accelerator, "devices": devices, "early_stopping": early_stopping, **trainer_kwargs}
-        self._checkpointer = None
-        if checkpoint_dir is not None:
-            self._checkpointer = ckpt.Checkpointer(
-                checkpoint_dir, resume, ckpt.fit_config(self, fit_settings, plan_kwargs, max_epochs)
-            )
-        elif resume:
-            raise ValueError("`resume=True` needs the `checkpoint_dir` of the interrupted fit.")
-
-        tree_model = not self.module.baseline
-        n_fit = max_epochs if not tree_model else int(round(fit_fraction * max_epochs))
-        n_sparse = max_epochs - n_fit
+        trainer_kwargs["callbacks"] = [*(trainer_kwargs.get("callbacks") or []), *callbacks]
         lam = self.module.lam
         torch.manual_seed(int(random_state))
-        if n_fit > 0:
-            self.module.lam = 0.0
-            try:
-                self._run_stage(datamodule, n_fit, lr, plan_kwargs, common, stage="fit")
-            finally:
-                self.module.lam = lam
-        if tree_model and refine:
-            self.refinement_ = self._refine(data, datamodule.train_idx, random_state)
-        stage_lr = lr * (sparsify_lr_factor if n_fit > 0 else 1.0)
+        try:
+            self._run_fit(plan, datamodule, accelerator, devices, checkpoint_dir, ckpt_path, trainer_kwargs)
+            work.finish(plan)
+        finally:
+            self.module.lam = lam
+        if work.refinement is not None:
+            self.refinement_ = work.refinement
         if auto:
-            n_path = max(1, int(round(path_epochs * max_epochs)))
-            self._lam_path(data, datamodule, grid, max(n_sparse, n_path), n_path, stage_lr, plan_kwargs, common)
-        elif n_sparse > 0:
-            self._run_stage(datamodule, n_sparse, stage_lr, plan_kwargs, common, stage="sparsify")
+            chosen, self.lam_path_ = select(work.rows)
+            self.module.load_state_dict(work.states[chosen])
+            self.module.lam = float(grid[chosen])
+        self.module.eval()
         self.lam_ = float(self.module.lam) if not self.module.baseline else 0.0
         if not self._finite():
             self.is_trained_ = False
@@ -411,77 +425,40 @@ class TBR(TransferMixin, BaseModelClass):
                 "the inputs are scaled (log-normalised expression, not raw counts), or reduce `lam`."
             )
 
-    def _run_stage(self, datamodule, epochs: int, lr: float, plan_kwargs, common: dict, stage: str) -> None:
-        kwargs = dict(plan_kwargs or {})
-        kwargs.setdefault("lr", lr)
-        kwargs.setdefault("max_epochs", epochs)
-        plan = self._training_plan_cls(self.module, **kwargs)
+    def _run_fit(self, plan, datamodule, accelerator, devices, checkpoint_dir, ckpt_path, trainer_kwargs) -> None:
+        """One Lightning fit over all phases (resumed from ``ckpt_path`` if given)."""
         # DDP broadcasts buffers, and cannot broadcast sparse ones (the path matrix is the same on every process)
         plan._ddp_params_and_buffers_to_ignore = [f"module.{n}" for n, b in self.module.named_buffers() if b.is_sparse]
-
-        def fit(callbacks: list, ckpt_path: str | None) -> dict:
-            stage_kwargs = {**common, "callbacks": [*(common.get("callbacks") or []), *callbacks]}
-            stage_kwargs["callbacks"].append(ckpt.DivergenceCheck(stage, plan.lr))
-            if ckpt_path is not None:
-                stage_kwargs["ckpt_path"] = ckpt_path
-            log_dir = ckpt.ddp_log_dir(stage_kwargs)
-            if log_dir is not None:
-                stage_kwargs["log_save_dir"] = log_dir
-            try:
-                runner = self._train_runner_cls(
-                    self, training_plan=plan, data_splitter=datamodule, max_epochs=epochs, **stage_kwargs
-                )
-                with ckpt.keyboard_interrupts():
-                    runner()
-                ckpt.sync_from_rank_zero(self.module)
-                if not self._finite():
-                    raise ckpt.DivergedError(stage, epochs - 1, plan.lr)
-                return ckpt.stage_history(runner.trainer)
-            except ckpt.DivergedError as err:
-                self.is_trained_ = False
-                scale = max_abs(datamodule.data[X_KEY])
-                raise ckpt.DivergedError(err.stage, err.epoch, err.lr, scale) from None
-            except BaseException:
-                self.is_trained_ = False
-                raise
-            finally:
-                ckpt.remove_dir(log_dir)
-
-        checkpointer = getattr(self, "_checkpointer", None)
-        if checkpointer is None:
-            fit([], None)
-        else:
-            checkpointer.run(self, stage, fit, datamodule)
-
-    def _lam_path(self, data, datamodule, grid, first_epochs, n_path, stage_lr, plan_kwargs, common) -> None:
-        """Stage 3 along a warm-started lambda path; keep the largest lambda within one SE of the best error."""
-        rows, states = [], []
-        for i, lam in enumerate(grid):
-            epochs = first_epochs if i == 0 else n_path
-            self.module.lam = float(lam)
-            self._run_stage(datamodule, epochs, stage_lr, plan_kwargs, common, stage="sparsify")
-            err = self._cell_losses(data, datamodule.val_idx)
-            with torch.no_grad():
-                penalty = float(self.module.penalty_value())
-                zeros = float((self.module.delta == 0).float().mean())
-            rows.append(
-                {
-                    "lam": float(lam),
-                    "validation_mse": float(err.mean()),
-                    "validation_mse_se": float(err.std(ddof=1) / np.sqrt(len(err))) if len(err) > 1 else 0.0,
-                    "penalty": penalty,
-                    "validation_objective": float(err.mean()) + penalty,
-                    "zero_fraction": zeros,
-                    "epochs": int(epochs),
-                }
+        kwargs = {**trainer_kwargs, "accelerator": accelerator, "devices": devices, "early_stopping": False}
+        if ckpt_path is not None:
+            kwargs["ckpt_path"] = ckpt_path
+        log_dir = ckpt.ddp_log_dir(kwargs)
+        if log_dir is not None:
+            kwargs["log_save_dir"] = log_dir
+        try:
+            runner = self._train_runner_cls(
+                self, training_plan=plan, data_splitter=datamodule, max_epochs=plan.phases[-1].end, **kwargs
             )
-            states.append({k: v.detach().clone() for k, v in self.module.state_dict().items()})
-        path = pd.DataFrame(rows)
-        chosen = one_standard_error_rule(path["validation_mse"].to_numpy(), path["validation_mse_se"].to_numpy())
-        path["selected"] = np.arange(len(path)) == chosen
-        self.module.load_state_dict(states[chosen])
-        self.module.lam = float(grid[chosen])
-        self.lam_path_ = path
+            if checkpoint_dir is not None:
+                # a plain Lightning checkpoint; added after scvi-tools' Trainer, which only accepts its own kind
+                runner.trainer.callbacks.append(ckpt.epoch_checkpoint(checkpoint_dir))
+            with ckpt.keyboard_interrupts(), warnings.catch_warnings():
+                # the directory holds the checkpoint being resumed from
+                warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+                runner()
+            ckpt.sync_from_rank_zero(self.module)
+            if not self._finite():
+                phase = plan.phases[-1]
+                raise ckpt.DivergedError(phase.name, phase.epochs - 1, phase.lr)
+        except ckpt.DivergedError as err:
+            self.is_trained_ = False
+            scale = max_abs(datamodule.data[X_KEY])
+            raise ckpt.DivergedError(err.stage, err.epoch, err.lr, scale) from None
+        except BaseException:
+            self.is_trained_ = False
+            raise
+        finally:
+            ckpt.remove_dir(log_dir)
 
     @torch.no_grad()
     def _cell_losses(self, data: dict, idx: np.ndarray, batch_size: int = 8192) -> np.ndarray:
@@ -726,30 +703,9 @@ class TBR(TransferMixin, BaseModelClass):
             return super().load(dir_path, adata, *args, prefix=prefix, **kwargs)
 
 
-def one_standard_error_rule(mean: np.ndarray, se: np.ndarray) -> int:
-    """Index of the last (largest-lambda) entry whose mean error is within one SE of the smallest mean.
-
-    ``mean`` and ``se`` are ordered by increasing lambda; the SE is that of the best entry (the lasso's rule).
-    """
-    mean, se = np.asarray(mean, dtype=float), np.asarray(se, dtype=float)
-    best = int(np.nanargmin(mean))
-    within = np.flatnonzero(mean <= mean[best] + se[best])
-    return int(within.max())
-
-
-def _check_lam_grid(lam_grid, validation_size: float, path_epochs: float) -> np.ndarray:
-    """Validate the ``lam="auto"`` settings before any training; returns the sorted grid."""
-    if not validation_size or validation_size <= 0:
-        raise ValueError(
-            "lam='auto' chooses lambda on the validation cells, and validation_size is 0. Pass validation_size > 0 "
-            "(e.g. 0.2) or a fixed lam (e.g. lam=1e-3)."
-        )
-    grid = np.asarray(DEFAULT_LAM_GRID if lam_grid is None else lam_grid, dtype=float).reshape(-1)
-    if len(grid) < 2 or not np.isfinite(grid).all() or (grid < 0).any():
-        raise ValueError(f"`lam_grid` must hold at least two finite non-negative values, got {lam_grid!r}.")
-    if not 0 < path_epochs <= 1:
-        raise ValueError(f"`path_epochs` must lie in (0, 1] (a fraction of max_epochs), got {path_epochs}.")
-    return np.unique(grid)
+def _pop_prefixed(kwargs: dict, prefix: str) -> dict:
+    """Remove the keys starting with ``prefix`` from ``kwargs``; return them without it."""
+    return {k[len(prefix) :]: kwargs.pop(k) for k in [k for k in kwargs if k.startswith(prefix)]}
 
 
 def _resolve_losses(loss, y: np.ndarray, targets: list[str]) -> list[str]:
