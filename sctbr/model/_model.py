@@ -8,7 +8,6 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 import torch
 from anndata import AnnData
 from scvi.data import AnnDataManager
@@ -24,7 +23,8 @@ from sctbr.model import _checkpoint as ckpt
 from sctbr.model._basis import refine_basis
 from sctbr.model._data import TBRDataModule, batch_from, max_abs, prepare_arrays
 from sctbr.model._lam_path import check_lam_grid, select
-from sctbr.model._module import TBRModule
+from sctbr.model._module import TBRModule, resolve_losses
+from sctbr.model._outputs import OutputsMixin
 from sctbr.model._phases import PhaseEarlyStopping, PhaseProgressBar, PhaseWork, plan_phases
 from sctbr.model._trainingplan import TBRTrainingPlan
 from sctbr.model._transfer import TransferMixin
@@ -42,18 +42,7 @@ def _max_epochs_heuristic(n_obs: int) -> int:
     return int(np.clip(np.ceil(20_000 / steps_per_epoch), 20, 300))
 
 
-def check_inputs(x, what: str = "inputs") -> None:
-    """Raise a clear error for NaN or infinite inputs."""
-    values = x.data if sp.issparse(x) else np.asarray(x)
-    if values.size and not np.isfinite(values).all():
-        bad = int((~np.isfinite(values)).sum())
-        raise ValueError(
-            f"The {what} contain {bad} NaN or infinite values. Impute or drop them (e.g. "
-            "np.nan_to_num, or filter cells) before fitting."
-        )
-
-
-class TBR(TransferMixin, BaseModelClass):
+class TBR(OutputsMixin, TransferMixin, BaseModelClass):
     """Tree-Based Regularization: identifiable latents from environments linked by a tree.
 
     A shared MLP encoder maps inputs to ``n_latent`` standardised latents; each environment predicts the
@@ -152,7 +141,7 @@ class TBR(TransferMixin, BaseModelClass):
         self.environments_ = [str(c) for c in categories]
         self.targets_ = _as_targets(self.registry_["setup_args"]["target"])
         y = np.asarray(self.adata_manager.get_from_registry(Y_KEY), dtype=np.float64).reshape(adata.n_obs, -1)
-        self.losses_ = _resolve_losses(loss, y, self.targets_)
+        self.losses_ = resolve_losses(loss, y, self.targets_)
         #: The lambda in use: the chosen one after training with ``lam="auto"``.
         self.lam_ = float(DEFAULT_LAM if self._lam_auto else lam)
         #: With ``lam="auto"``, one row per lambda of the path (see :meth:`train`); ``None`` otherwise.
@@ -461,20 +450,6 @@ class TBR(TransferMixin, BaseModelClass):
             ckpt.remove_dir(log_dir)
 
     @torch.no_grad()
-    def _cell_losses(self, data: dict, idx: np.ndarray, batch_size: int = 8192) -> np.ndarray:
-        """Each cell's data term (standardised squared error or logistic loss, summed over targets)."""
-        module = self.module
-        module.eval()
-        device = next(module.parameters()).device
-        idx = torch.as_tensor(np.asarray(idx, dtype=np.int64))
-        out = []
-        for start in range(0, len(idx), batch_size):
-            b = {k: v.to(device) for k, v in batch_from(data, idx[start : start + batch_size]).items()}
-            _, _, losses = module(b)
-            out.append(next(iter(losses.reconstruction_loss.values())).detach().cpu().numpy())
-        return np.concatenate(out).astype(np.float64) if out else np.empty(0)
-
-    @torch.no_grad()
     def _refine(self, data: dict, train_idx: np.ndarray, random_state: int) -> dict:
         """Stage 2: move the latents to the basis (and unobserved heads to the values) with the sparsest changes."""
         module = self.module
@@ -518,211 +493,7 @@ class TBR(TransferMixin, BaseModelClass):
     def _finite(self) -> bool:
         return all(torch.isfinite(p).all() for p in self.module.parameters())
 
-    # -- outputs ----------------------------------------------------------------------------------------------
-    @torch.inference_mode()
-    def _run(self, adata: AnnData | None, what: str, batch_size: int = 8192) -> np.ndarray:
-        if adata is not None:
-            ckpt.check_input_names(adata, getattr(self, "input_names_", None), None, self.registry_)
-        adata = self._validate_anndata(adata)
-        data = self._arrays(adata, with_target=False)
-        self.module.eval()
-        device = next(self.module.parameters()).device
-        out = []
-        n = data[ENV_KEY].shape[0]
-        for start in range(0, n, batch_size):
-            b = batch_from(data, torch.arange(start, min(n, start + batch_size)))
-            x, env = b[X_KEY].to(device), b[ENV_KEY].to(device)
-            if what == "latent":
-                out.append(self.module.inference(x)["z"].cpu().numpy())
-            else:
-                out.append(self.module.predict_target(x, env).cpu().numpy())
-        return np.concatenate(out) if out else np.empty((0,))
-
-    def get_latent_representation(self, adata: AnnData | None = None, batch_size: int = 8192) -> np.ndarray:
-        """Standardised latents (cells x n_latent) of ``adata`` (default: the training AnnData).
-
-        Cells of environments without training cells (new cell types) are encoded too: the latents do not depend
-        on the environment.
-        """
-        self._check_if_trained(warn=False)
-        if self._unseen_environments(adata):
-            return self._encode(adata, batch_size).astype(np.float32)
-        return self._run(adata, "latent", batch_size)
-
-    def predict(
-        self,
-        adata: AnnData | None = None,
-        batch_size: int = 8192,
-        *,
-        environment: str | None = None,
-        parent: str | None = None,
-        rule: Literal["nearest", "own"] = "nearest",
-    ) -> np.ndarray:
-        """Predicted target of every cell, from its environment's head, on the target's original scale.
-
-        For a binary target (logistic loss) the probability of 1. With several targets, cells x targets (columns
-        in the order of ``model.targets_``).
-
-        Parameters
-        ----------
-        adata
-            Cells to predict (default: the training AnnData).
-        batch_size
-            Cells per forward pass.
-        environment
-            ``None``: each cell with the head of its own environment (the registered ``groupby`` column; every
-            environment must have training cells). A node name: every cell of ``adata`` with the head for that
-            environment (see :doc:`/transfer`): its adapted head if :meth:`adapt` fitted one, otherwise, with
-            ``rule="nearest"``, the head of the closest environment with training cells (or an adapted head) in
-            the tree (:meth:`nearest_observed`; ties go to the first node in breadth-first order, i.e. to an
-            ancestor), the paper's rule for unseen cell types. ``adata``'s ``groupby`` column is then not read
-            and nothing is written into ``adata``.
-        parent
-            For an ``environment`` that is not a node of the model's tree: the node it attaches to.
-        rule
-            ``"nearest"`` (above), or ``"own"``: the node's own head in the tree (for an internal or unobserved
-            node, the value training left it; for a new node, its parent's head, i.e. no change on the new arc).
-
-        Examples
-        --------
-        >>> import sctbr
-        >>> adata = sctbr.datasets.simulate(depth=2, n_obs_per_env=100, random_state=0)
-        >>> train = adata[adata.obs["environment"] != "n11"].copy()
-        >>> sctbr.model.TBR.setup_anndata(train, target="y", groupby="environment")
-        >>> model = sctbr.model.TBR(train, tree=adata.uns["environment_tree"], n_latent=5)
-        >>> model.train(max_epochs=20)  # doctest: +SKIP
-        >>> new = adata[adata.obs["environment"] == "n11"]
-        >>> y_hat = model.predict(new, environment="n11")  # doctest: +SKIP
-        """
-        self._check_if_trained(warn=False)
-        if environment is not None:
-            return self._predict_environment(adata, environment, parent, rule, batch_size)
-        if parent is not None:
-            raise ValueError("`parent` only applies with `environment=`: give the name of the new environment too.")
-        self._check_known_environments(adata)
-        return self._run(adata, "predict", batch_size)
-
-    def get_environment_weights(self, target: str | None = None) -> pd.DataFrame:
-        """Head of every tree node (internal nodes included), in target units per standard deviation of a latent.
-
-        For a binary target, in log-odds per standard deviation of a latent. With several targets, ``target``
-        picks one; ``None`` returns all, with a (target, node) row index.
-        """
-        m = self.module
-        n_targets, d = m.n_targets, m.n_latent
-        with torch.no_grad():
-            w0 = m.w0.cpu().numpy().astype(np.float64).reshape(n_targets, d)
-            delta = m.delta.cpu().numpy().astype(np.float64).reshape(-1, n_targets, d)
-            scale = m.y_std.cpu().numpy().astype(np.float64)
-        frames = []
-        for t in range(n_targets):
-            if m.baseline:
-                weights = np.repeat(w0[t][None, :], self.tree.n_nodes, axis=0)
-            else:
-                # the tree may be larger than the arcs known to the module only for the baseline; here they agree
-                weights = w0[t][None, :] + np.asarray(self.tree.path_matrix() @ delta[:, t])
-            frames.append(pd.DataFrame(weights * scale[t], index=list(self.tree.nodes), columns=self._latent_names()))
-        return self._by_target(frames, target, "node")
-
-    def get_deltas(self, target: str | None = None) -> pd.DataFrame:
-        """Change of the head along every arc (arcs x latents), exact zeros where nothing changed.
-
-        With several targets, ``target`` picks one; ``None`` returns all, with a (target, arc) row index.
-        """
-        m = self.module
-        n_targets, d = m.n_targets, m.n_latent
-        with torch.no_grad():
-            delta = m.delta.cpu().numpy().astype(np.float64).reshape(-1, n_targets, d)
-            scale = m.y_std.cpu().numpy().astype(np.float64)
-        frames = []
-        for t in range(n_targets):
-            values = np.zeros((self.tree.n_arcs, d)) if m.baseline else delta[:, t] * scale[t]
-            frames.append(pd.DataFrame(values, index=list(self.tree.arc_labels), columns=self._latent_names()))
-        return self._by_target(frames, target, "arc")
-
-    def _by_target(self, frames: list[pd.DataFrame], target: str | None, level: str) -> pd.DataFrame:
-        if target is not None:
-            if target not in self.targets_:
-                raise KeyError(f"Target {target!r} is not one of the model's targets {self.targets_}.")
-            return frames[self.targets_.index(target)]
-        if len(frames) == 1:
-            return frames[0]
-        return pd.concat(frames, keys=self.targets_, names=["target", level])
-
-    def _latent_names(self) -> list[str]:
-        return [f"latent_{i}" for i in range(self.module.n_latent)]
-
-    # -- save / load --------------------------------------------------------------------------------------------
-    def save(self, dir_path: str, *args, **kwargs) -> None:
-        """Save the model (scvi-tools' :meth:`~scvi.model.base.BaseModelClass.save`), recording the sctbr version.
-
-        Parameters
-        ----------
-        dir_path
-            Directory to write (``overwrite=True`` to replace one).
-        *args, **kwargs
-            As in scvi-tools' ``save`` (``prefix``, ``overwrite``, ``save_anndata``, ...).
-
-        Examples
-        --------
-        >>> model.save("my_model/", overwrite=True)  # doctest: +SKIP
-        >>> model = sctbr.model.TBR.load("my_model/", adata=adata)  # doctest: +SKIP
-        """
-        self.sctbr_version_ = ckpt.current_version()
-        super().save(dir_path, *args, **kwargs)
-
-    @classmethod
-    def load(cls, dir_path: str, adata: AnnData | None = None, *args, prefix: str | None = None, **kwargs):
-        """Load a saved model (scvi-tools' :meth:`~scvi.model.base.BaseModelClass.load`).
-
-        Refuses, with the reason, a file written by an sctbr version the installed one cannot read (a newer minor
-        version, a version before 0.1.0, or none recorded), and an ``adata`` whose genes differ from the model's
-        inputs (missing genes; for a model using all genes also other or reordered genes), before anything is
-        written into ``adata``.
-
-        Parameters
-        ----------
-        dir_path
-            Directory written by :meth:`save`.
-        adata
-            AnnData with the model's inputs, registered like the training data (``None``: the AnnData saved with the
-            model, if any).
-        *args, prefix, **kwargs
-            As in scvi-tools' ``load`` (``accelerator``, ``device``, ``prefix``, ...).
-
-        Returns
-        -------
-        The loaded :class:`TBR`.
-
-        Examples
-        --------
-        >>> model = sctbr.model.TBR.load("my_model/", adata=adata)  # doctest: +SKIP
-        """
-        ckpt.check_saved_model(dir_path, prefix, adata)
-        with ckpt.quiet_var_names_warning():
-            return super().load(dir_path, adata, *args, prefix=prefix, **kwargs)
-
 
 def _pop_prefixed(kwargs: dict, prefix: str) -> dict:
     """Remove the keys starting with ``prefix`` from ``kwargs``; return them without it."""
     return {k[len(prefix) :]: kwargs.pop(k) for k in [k for k in kwargs if k.startswith(prefix)]}
-
-
-def _resolve_losses(loss, y: np.ndarray, targets: list[str]) -> list[str]:
-    """Loss per target: ``"auto"`` is logistic for 0/1 targets, squared error otherwise."""
-    losses = [loss] * len(targets) if isinstance(loss, str) else list(loss)
-    if len(losses) != len(targets):
-        raise ValueError(f"`loss` gives {len(losses)} values for {len(targets)} targets {targets}.")
-    out = []
-    for name, kind, col in zip(targets, losses, y.T, strict=True):
-        if kind not in ("auto", "mse", "logistic"):
-            raise ValueError(f"`loss` must be 'auto', 'mse' or 'logistic', got {kind!r}.")
-        binary = bool(np.isin(col, (0.0, 1.0)).all())
-        if kind == "logistic" and not binary:
-            others = np.unique(col[~np.isin(col, (0.0, 1.0))])[:5]
-            raise ValueError(
-                f"loss='logistic' needs a 0/1 target, and {name!r} has other values (e.g. {list(others)}). Use "
-                "loss='mse', or make the target binary (e.g. (adata.obs[target] > threshold).astype(float))."
-            )
-        out.append("logistic" if kind == "logistic" or (kind == "auto" and binary) else "mse")
-    return out

@@ -259,7 +259,8 @@ class PhaseProgressBar(ProgressBar):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if self.bar is not None:
             self.bar.update()
-            self.bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
+            metrics = {k: v for k, v in self.get_metrics(trainer, pl_module).items() if k != "v_num"}
+            self.bar.set_postfix(metrics, refresh=False)
 
     def on_train_end(self, trainer, pl_module) -> None:
         if self.bar is not None:
