@@ -208,11 +208,16 @@ def sync_from_rank_zero(module: torch.nn.Module) -> None:
             dist.broadcast(tensor, src=0)
 
 
+def is_ddp(trainer_kwargs: dict) -> bool:
+    """Whether the Trainer arguments ask for a DDP strategy."""
+    strategy = trainer_kwargs.get("strategy")
+    name = strategy if isinstance(strategy, str) else type(strategy).__name__ if strategy is not None else ""
+    return "ddp" in name.lower()
+
+
 def ddp_log_dir(common: dict) -> str | None:
     """A private directory for scvi-tools' on-disk history under DDP (it defaults to ``./lightning_logs``)."""
-    strategy = common.get("strategy")
-    name = strategy if isinstance(strategy, str) else type(strategy).__name__ if strategy is not None else ""
-    if "ddp" in name.lower() and not common.get("log_save_dir"):
+    if is_ddp(common) and not common.get("log_save_dir"):
         return tempfile.mkdtemp(prefix="sctbr_ddp_")
     return None
 

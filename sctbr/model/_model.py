@@ -25,7 +25,7 @@ from sctbr.model._data import TBRDataModule, batch_from, max_abs, prepare_arrays
 from sctbr.model._lam_path import check_lam_grid, select
 from sctbr.model._module import TBRModule, resolve_losses
 from sctbr.model._outputs import OutputsMixin
-from sctbr.model._phases import PhaseEarlyStopping, PhaseProgressBar, PhaseWork, plan_phases
+from sctbr.model._phases import PhaseWork, phase_callbacks, plan_phases
 from sctbr.model._trainingplan import TBRTrainingPlan
 from sctbr.model._transfer import TransferMixin
 
@@ -253,7 +253,7 @@ class TBR(OutputsMixin, TransferMixin, BaseModelClass):
         backed: Literal["load", "stream"] = "load",
         **trainer_kwargs,
     ) -> None:
-        """Train through Lightning (GPU when present, CPU otherwise) in three stages.
+        """Train through Lightning (GPU when present, CPU otherwise): one fit in three phases.
 
         1. **Fit**: ``fit_fraction`` of the epochs minimise the prediction error alone (Adam, cosine decay).
         2. **Basis refinement**: the prediction term is unchanged by any invertible linear map of the latents
@@ -265,10 +265,11 @@ class TBR(OutputsMixin, TransferMixin, BaseModelClass):
            steps, at ``sparsify_lr_factor * lr``, giving exact zeros in ``Delta``.
 
         With ``refine=False`` and ``fit_fraction=0`` this is the paper's plain recipe (penalised training from
-        the start). The baseline has no tree: it runs stage 1 only, for all epochs.
+        the start). The baseline has no tree: it runs phase 1 only, for all epochs. Each phase starts with fresh Adam
+        moments and its own cosine decay; one progress bar, labelled with the phase, covers the whole fit.
 
-        **Choosing lambda** (model built with ``lam="auto"``): stage 3 runs along ``lam_grid`` from the smallest
-        value up, each value warm-started from the previous solution (the first for the usual stage-3 epochs, each
+        **Choosing lambda** (model built with ``lam="auto"``): phase 3 runs along ``lam_grid`` from the smallest
+        value up, each value warm-started from the previous solution (the first for the usual phase-3 epochs, each
         further one for ``path_epochs * max_epochs`` epochs). After each, the data term (mean squared error on the
         standardised target; logistic loss for a binary target; summed over targets) is computed on every
         validation cell. The rule is the lasso's *one-standard-error rule*: keep the **largest** lambda whose mean
@@ -284,18 +285,18 @@ class TBR(OutputsMixin, TransferMixin, BaseModelClass):
         max_epochs
             Epochs in all; ``None`` picks about 20 000 optimiser steps, at most 300 epochs.
         lr
-            Initial learning rate of stage 1 (cosine decay to 5% of it within each stage).
+            Initial learning rate of phase 1 (cosine decay to 5% of it within each phase).
         batch_size
             Cells per batch.
         train_size, validation_size
             Fractions of every environment's cells for training and validation (stratified); the rest is a
             test set, in ``model.test_indices``.
         refine
-            Run stage 2.
+            Run the basis refinement (phase 2).
         fit_fraction
-            Fraction of the epochs spent in stage 1.
+            Fraction of the epochs spent in phase 1.
         sparsify_lr_factor
-            Learning rate of stage 3 relative to ``lr``.
+            Learning rate of phase 3 relative to ``lr``.
         lam_grid
             With ``lam="auto"``: the lambdas to try (default 7 values log-spaced from 1e-4 to 1e-1).
         path_epochs
@@ -303,19 +304,19 @@ class TBR(OutputsMixin, TransferMixin, BaseModelClass):
         accelerator, devices
             As in Lightning / scvi-tools.
         early_stopping
-            Stop a stage when the validation objective stops improving (``early_stopping_patience`` etc. can be
+            End a phase when the validation objective stops improving (``early_stopping_patience`` etc. can be
             passed as keyword arguments).
         random_state
             Seed of the split, the batch order and the refinement's starts.
         plan_kwargs
             Keyword arguments of :class:`~sctbr.model.TBRTrainingPlan`.
         checkpoint_dir
-            Save a checkpoint at the end of every epoch of every stage, and the weights of every finished stage,
-            in this directory (see :doc:`/scale`).
+            Save Lightning's checkpoint of the fit (``last.ckpt``) at the end of every epoch in this directory (see
+            :doc:`/scale`).
         resume
-            Continue the fit whose checkpoints are in ``checkpoint_dir`` (finished stages are replayed from their
-            files, the interrupted one continues from its last epoch); a fresh fit if there are none. The model,
-            data and arguments must be those of the interrupted fit. On CPU the result equals an uninterrupted fit.
+            Continue the fit whose checkpoint is in ``checkpoint_dir`` from its last finished epoch; a fresh fit if
+            there is none. The model, data and arguments must be those of the interrupted fit. On CPU the result
+            equals an uninterrupted fit.
         backed
             For a backed AnnData (``anndata.read_h5ad(path, backed="r")``): ``"load"`` reads the registered input
             columns into memory block by block (the file's other columns are never loaded); ``"stream"`` leaves
@@ -364,7 +365,7 @@ class TBR(OutputsMixin, TransferMixin, BaseModelClass):
         elif resume:
             raise ValueError("`resume=True` needs the `checkpoint_dir` of the interrupted fit.")
         plan_kwargs = dict(plan_kwargs or {})
-        # plan_kwargs' lr and max_epochs apply to every phase, as they did to every stage
+        # plan_kwargs' lr and max_epochs apply to every phase
         phase_lr = plan_kwargs.pop("lr", None)
         tree_model = not self.module.baseline
         n_fit = max_epochs if not tree_model else int(round(fit_fraction * max_epochs))
@@ -380,12 +381,7 @@ class TBR(OutputsMixin, TransferMixin, BaseModelClass):
         )
         work = PhaseWork(self, data, datamodule, refine=refine and tree_model, path=auto, random_state=random_state)
         plan = self._training_plan_cls(self.module, lr=phases[0].lr, phases=phases, **plan_kwargs)
-        callbacks = [work, ckpt.DivergenceCheck()]
-        if early_stopping:
-            callbacks.append(PhaseEarlyStopping(**_pop_prefixed(trainer_kwargs, "early_stopping_")))
-        if trainer_kwargs.get("enable_progress_bar", True):
-            trainer_kwargs.setdefault("simple_progress_bar", False)
-            callbacks.append(PhaseProgressBar())
+        callbacks = [work, ckpt.DivergenceCheck(), *phase_callbacks(trainer_kwargs, early_stopping)]
         if validation_size == 0:
             trainer_kwargs["limit_val_batches"] = 0
         else:
@@ -492,8 +488,3 @@ class TBR(OutputsMixin, TransferMixin, BaseModelClass):
 
     def _finite(self) -> bool:
         return all(torch.isfinite(p).all() for p in self.module.parameters())
-
-
-def _pop_prefixed(kwargs: dict, prefix: str) -> dict:
-    """Remove the keys starting with ``prefix`` from ``kwargs``; return them without it."""
-    return {k[len(prefix) :]: kwargs.pop(k) for k in [k for k in kwargs if k.startswith(prefix)]}

@@ -9,6 +9,7 @@ results in the checkpoint, so Lightning's own checkpoint and ``ckpt_path`` resum
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ProgressBar
 
 from sctbr.model import _lam_path
-from sctbr.model._checkpoint import sync_from_rank_zero
+from sctbr.model._checkpoint import is_ddp, sync_from_rank_zero
 from sctbr.model._trainingplan import Phase
 
 
@@ -51,6 +52,25 @@ def plan_phases(
     elif n_sparse > 0:
         add("sparsify", n_sparse, sparsify_lr, lam)
     return phases
+
+
+def phase_callbacks(trainer_kwargs: dict, early_stopping: bool) -> list[Callback]:
+    """Early stopping by phase and the phase-labelled progress bar, as ``trainer_kwargs`` ask (which it edits)."""
+    options = {
+        k[len("early_stopping_") :]: trainer_kwargs.pop(k)
+        for k in list(trainer_kwargs)
+        if k.startswith("early_stopping_")
+    }
+    callbacks: list[Callback] = []
+    if early_stopping and is_ddp(trainer_kwargs):
+        # as scvi-tools does: the processes would have to agree on when a phase ends
+        warnings.warn("early_stopping is turned off under DDP.", UserWarning, stacklevel=3)
+    elif early_stopping:
+        callbacks.append(PhaseEarlyStopping(**options))
+    if trainer_kwargs.get("enable_progress_bar", True):
+        trainer_kwargs.setdefault("simple_progress_bar", False)  # scvi-tools' bar would show the epochs only
+        callbacks.append(PhaseProgressBar())
+    return callbacks
 
 
 def label(phase: Phase, n_phases: int) -> str:
