@@ -8,6 +8,7 @@ import signal
 import anndata as ad
 import lightning.pytorch as pl
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
@@ -120,6 +121,30 @@ def test_resuming_a_finished_fit_replays_it_without_training(make_adata, uninter
     np.testing.assert_array_equal(replay.get_latent_representation(), uninterrupted.get_latent_representation())
     assert replay.refinement_["penalty_after"] == uninterrupted.refinement_["penalty_after"]
     assert len(replay.history["train_loss"]) == TRAIN["max_epochs"]
+
+
+AUTO = {**TRAIN, "max_epochs": 8, "lam_grid": [1e-3, 0.1], "path_epochs": 0.25}  # phases of 4, 4 and 2 epochs
+
+
+def test_resume_inside_a_lambda_path_equals_an_uninterrupted_fit(make_adata, tmp_path):
+    """Interrupted in the path's second lambda: the first lambda's scores and solution come from the checkpoint."""
+    uninterrupted = new_model(make_adata(), lam="auto")
+    uninterrupted.train(**AUTO)
+    model = new_model(make_adata(), lam="auto")
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            model.train(checkpoint_dir=tmp_path, callbacks=[InterruptAt(10)], **AUTO)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    resumed = new_model(make_adata(), lam="auto")
+    counter = InterruptAt(0)
+    resumed.train(checkpoint_dir=tmp_path, resume=True, callbacks=[counter], **AUTO)
+    assert counter.seen == 1
+    pd.testing.assert_frame_equal(resumed.lam_path_, uninterrupted.lam_path_)
+    assert resumed.lam_ == uninterrupted.lam_
+    for key, value in uninterrupted.module.state_dict().items():
+        torch.testing.assert_close(resumed.module.state_dict()[key], value, rtol=0, atol=0, msg=key)
 
 
 def test_checkpoints_of_another_fit_are_refused(make_adata, tmp_path):
