@@ -479,6 +479,16 @@ def test_one_progress_bar_labelled_with_the_phase(small_adata, fast_model_kwargs
     assert "1/2" not in err  # no bar of its own for a phase
 
 
+def test_phase_labels_show_lambda_only_on_a_path():
+    """The bar names a sparsify phase by its lambda when there are several (a path), with or without a fit phase."""
+    from sctbr.model._phases import label, plan_phases
+
+    path = plan_phases(10, n_fit=0, lr=1e-2, sparsify_lr=1e-2, lam=0.0, grid=np.array([0.1, 0.01]))
+    assert [label(p, path) for p in path] == ["sparsify λ=0.1", "sparsify λ=0.01"]
+    one = plan_phases(10, n_fit=5, lr=1e-2, sparsify_lr=1e-2, lam=0.1)
+    assert [label(p, one) for p in one] == ["fit", "sparsify"]
+
+
 def test_early_stopping_ends_a_phase_not_the_fit(make_adata):
     """Early stopping in the fit phase moves on to the sparsify phase, which still runs."""
     adata = make_adata()

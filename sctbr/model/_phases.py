@@ -68,14 +68,14 @@ def phase_callbacks(trainer_kwargs: dict, early_stopping: bool) -> list[Callback
     elif early_stopping:
         callbacks.append(PhaseEarlyStopping(**options))
     if trainer_kwargs.get("enable_progress_bar", True):
-        trainer_kwargs.setdefault("simple_progress_bar", False)  # scvi-tools' bar would show the epochs only
+        trainer_kwargs["simple_progress_bar"] = False  # scvi-tools' bar, a second one, would show the epochs only
         callbacks.append(PhaseProgressBar())
     return callbacks
 
 
-def label(phase: Phase, n_phases: int) -> str:
-    """How the progress bar names a phase."""
-    if phase.name == "sparsify" and n_phases > 2:
+def label(phase: Phase, phases: list[Phase]) -> str:
+    """How the progress bar names a phase (with its lambda on a path)."""
+    if phase.name == "sparsify" and sum(p.name == "sparsify" for p in phases) > 1:
         return f"sparsify λ={phase.lam:.2g}"
     return phase.name
 
@@ -274,7 +274,7 @@ class PhaseProgressBar(ProgressBar):
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         if self.bar is not None:
             self.bar.total = trainer.max_epochs
-            self.bar.set_description(label(pl_module.phase, len(pl_module.phases)))
+            self.bar.set_description(label(pl_module.phase, pl_module.phases))
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if self.bar is not None:
