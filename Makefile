@@ -8,7 +8,7 @@ DEMO_ARGS ?=
 PYTEST_ARGS ?=
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test lint docs clean experiments-quick
+.PHONY: install demo test lint docs clean experiments-quick lowest
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -42,5 +42,23 @@ lint: install
 	$(VENV)/bin/ruff check sctbr tests benchmarks
 	$(VENV)/bin/ruff format --check sctbr tests benchmarks
 
+# The lower bounds work: a throwaway environment with the lowest anndata, scanpy and scvi-tools that pyproject.toml
+# declares (read from it, pinned through a constraints file), the CPU torch wheel first as in `install`; then
+# `import sctbr` and the fast tests (tree, simulator, lazy imports, a few tiny fits).
+LOWEST_VENV ?= .venv-lowest
+LOWEST_TESTS ?= tests/test_import.py tests/test_tree.py tests/test_simulate.py tests/test_quiet.py
+
+lowest:
+	rm -rf $(LOWEST_VENV)
+	$(PYTHON) -m venv $(LOWEST_VENV)
+	$(LOWEST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LOWEST_VENV)/bin/python -m pip install --quiet "$(TORCH_SPEC)"
+	sed -nE 's/^ *"(anndata|scanpy|scvi-tools) *>= *([0-9][0-9.]*).*/\1==\2/p' pyproject.toml > $(LOWEST_VENV)/constraints.txt
+	test "$$(wc -l < $(LOWEST_VENV)/constraints.txt)" -eq 3
+	$(LOWEST_VENV)/bin/python -m pip install --quiet -c $(LOWEST_VENV)/constraints.txt -e . "pytest>=8" "hypothesis>=6"
+	$(LOWEST_VENV)/bin/python -m pip list --format=freeze | grep -iE '^(anndata|scanpy|scvi-tools|torch|lightning|numpy|pandas|scipy)=='
+	$(LOWEST_VENV)/bin/python -c "import sctbr, sctbr.tl, sctbr.model, sctbr.pl, sctbr.pp, sctbr.datasets; print('import sctbr: ok')"
+	MPLBACKEND=Agg $(LOWEST_VENV)/bin/python -m pytest -q -p no:cacheprovider $(LOWEST_TESTS)
+
 clean:
-	rm -rf $(VENV) demo_output experiments_quick docs/_build docs/generated docs/notebooks
+	rm -rf $(VENV) $(LOWEST_VENV) demo_output experiments_quick docs/_build docs/generated docs/notebooks

@@ -3,7 +3,8 @@
 Layers, from top to bottom; a module imports its own subpackage, any lower layer and the shared modules, never a
 higher layer or a peer subpackage of its own layer:
 
-    experiments -> pl -> tl -> model | datasets | pp -> metrics -> shared (sctbr._tree, _utils, _constants, _validation)
+    experiments -> pl -> tl -> model | datasets | pp -> metrics -> shared (sctbr._tree, _utils, _constants, _validation,
+    _docs)
 
 ``sctbr/__init__.py`` imports everything and ``sctbr/demo.py`` is a script on top of the public API; both are exempt.
 
@@ -35,7 +36,7 @@ RANKS = {
 }
 SUBPACKAGES = frozenset(RANKS) - {"shared"}
 #: Top-level modules every layer may import (the lowest layer).
-SHARED = frozenset({"_tree", "_utils", "_constants", "_validation"})
+SHARED = frozenset({"_tree", "_utils", "_constants", "_validation", "_docs"})
 #: Subpackages whose modules may import only public names of other subpackages.
 PUBLIC_ONLY = frozenset({"tl", "pl", "experiments"})
 #: Modules outside the layering: the package's ``__init__`` (imports every subpackage) and the demo script.

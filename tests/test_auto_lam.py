@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 import sctbr
-from sctbr.model import TBR
-from sctbr.model._lam_path import DEFAULT_LAM_GRID, one_standard_error_rule
+from sctbr.model import TBR, one_standard_error_rule
+from sctbr.model._lam_path import DEFAULT_LAM_GRID
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 

@@ -28,3 +28,17 @@ def test_public_object_is_documented(qualname, obj):
     assert len(doc.splitlines()) >= 3, f"{qualname} needs a numpy-style docstring"
     if inspect.isfunction(obj) and len(inspect.signature(obj).parameters) > 0:
         assert "Parameters\n----------" in doc, f"{qualname}'s docstring has no Parameters section"
+
+
+def test_docstring_snippets_are_filled_with_the_placeholders_indent():
+    from sctbr._docs import SNIPPETS, fill
+
+    doc = "Title.\n\n    Parameters\n    ----------\n    {pl_show}\n    key\n        ``X_{key_added}`` stays.\n"
+    filled = fill(doc, ("pl_show",))
+    assert "    show\n        Show the figure.\n    return_fig\n" in filled
+    assert "``X_{key_added}`` stays." in filled
+    assert all("{" + name + "}" not in inspect.getdoc(sctbr.tl.tbr) for name in SNIPPETS)
+    with pytest.raises(KeyError, match="Unknown docstring snippet"):
+        fill(doc, ("no_such_block",))
+    with pytest.raises(ValueError, match="no placeholder"):
+        fill(doc, ("pl_ax",))

@@ -14,9 +14,10 @@ import torch
 from anndata import AnnData
 
 from sctbr import tl
-from sctbr._constants import TRUE_LATENTS_KEY, latents_key, prediction_key
+from sctbr._constants import TRUE_LATENTS_KEY
 from sctbr.experiments._profiles import Profile
 from sctbr.metrics import mcc
+from sctbr.model import one_standard_error_rule
 
 #: The paper's split: 50% train, 25% validation (model selection), 25% test (every reported number).
 SPLIT = {"train_size": 0.5, "validation_size": 0.25}
@@ -67,27 +68,6 @@ def check_methods(methods: Sequence[str]) -> tuple[str, ...]:
     return tuple(methods)
 
 
-def _split_mse(adata: AnnData, key: str, target: str, which: str) -> float:
-    mask = np.asarray(adata.uns[key]["split"]) == which
-    if not mask.any():
-        return float("nan")
-    resid = adata.obs[prediction_key(key)].to_numpy()[mask] - adata.obs[target].to_numpy(dtype=float)[mask]
-    return float(np.mean(resid**2))
-
-
-def _move_result(adata: AnnData, src: str, dst: str) -> None:
-    """Rename the results of a ``tl`` fit from key ``src`` to ``dst``."""
-    adata.obsm[latents_key(dst)] = adata.obsm.pop(latents_key(src))
-    adata.obs[prediction_key(dst)] = adata.obs.pop(prediction_key(src))
-    adata.uns[dst] = adata.uns.pop(src)
-
-
-def _drop_result(adata: AnnData, key: str) -> None:
-    adata.obsm.pop(latents_key(key), None)
-    adata.obs.pop(prediction_key(key))
-    adata.uns.pop(key, None)
-
-
 def fit_method(
     adata: AnnData,
     method: str,
@@ -101,75 +81,66 @@ def fit_method(
     target: str = "y",
     groupby: str | None = None,
     key: str | None = None,
-    return_model: bool = False,
+    return_result: bool = False,
 ):
     """Fit one method on ``adata`` with the paper's 50/25/25 split and score it on the test cells.
 
     The TBR fits try every sparsity weight in ``lams`` and keep the one with the lowest prediction MSE on the
-    validation cells (comparable across weights, unlike the penalised objective); the test cells are used only
-    for the reported numbers. Results are written into ``adata`` under ``key`` (default: the method's name).
+    validation cells (comparable across weights, unlike the penalised objective; the model's lambda rule,
+    :func:`sctbr.model.one_standard_error_rule`, without a standard error); the test cells are used only for the
+    reported numbers. The fits go through the fit core (:func:`sctbr.tl.fit`) and only the kept one is written into
+    ``adata``, under ``key`` (default: the method's name), as ``sctbr.tl.tbr`` writes it.
 
     Returns the row of the tidy table (``method``, ``seed``, ``mcc`` and ``test_mse`` on the test cells,
-    ``validation_mse``, ``transfer_mse`` = NaN, ``n_latent``, ``lam``, ``fit_seconds``), and the trained model
-    too with ``return_model=True``.
+    ``validation_mse``, ``transfer_mse`` = NaN, ``n_latent``, ``lam``, ``fit_seconds``), and the kept
+    :class:`~sctbr.tl.FitResult` too with ``return_result=True``.
     """
     key = key or method
+    train_kwargs = {"enable_progress_bar": False, "enable_model_summary": False}
+    if method == "tbr_plain":
+        train_kwargs.update(refine=False, fit_fraction=0.0)
     common = {
+        "baseline": method == "baseline",
         "target": target,
+        "groupby": groupby,
         "n_latent": int(n_latent),
         "hidden": tuple(profile.hidden),
         "max_epochs": max_epochs,
         "random_state": int(seed),
         "accelerator": accelerator,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "return_model": True,
+        "train_kwargs": train_kwargs,
         **SPLIT,
     }
-    if groupby is not None:
-        common["groupby"] = groupby
     grid: list[float | None] = [None] if method == "baseline" or not lams else [float(lam) for lam in lams]
     start = time.perf_counter()
-    best = None  # (validation_mse, key, lam, model)
+    results, errors = [], []
     with quiet(), torch_threads(profile.n_threads):
-        for i, lam in enumerate(grid):
-            trial = key if len(grid) == 1 else f"{key}__lam{i}"
-            kwargs = dict(common, key_added=trial)
-            if lam is not None:
-                kwargs["lam"] = lam
-            if method == "baseline":
-                model = tl.baseline(adata, **kwargs)
-            elif method == "tbr_plain":
-                model = tl.tbr(adata, refine=False, fit_fraction=0.0, **kwargs)
-            else:
-                model = tl.tbr(adata, **kwargs)
-            val = _split_mse(adata, trial, target, "validation")
-            if best is None or val < best[0]:
-                if best is not None and best[1] != key:
-                    _drop_result(adata, best[1])
-                best = (val, trial, lam, model)
-            elif trial != key:
-                _drop_result(adata, trial)
+        for lam in grid:
+            result = tl.fit(adata, **common) if lam is None else tl.fit(adata, lam=lam, **common)
+            results.append(result)
+            errors.append(result.split_mse("validation"))
     seconds = time.perf_counter() - start
-    val, trial, lam, model = best
-    if trial != key:
-        _move_result(adata, trial, key)
-    test = np.asarray(adata.uns[key]["split"]) == "test"
+    # the rule reads errors by increasing lambda (a tie goes to the largest)
+    order = np.argsort([-np.inf if lam is None else lam for lam in grid], kind="stable")
+    errors_by_lam = np.nan_to_num(np.asarray(errors, dtype=float)[order], nan=np.inf)
+    best = results[int(order[one_standard_error_rule(errors_by_lam)])]
+    best.write(adata, key)
+    test = best.split == "test"
     score = float("nan")
     if TRUE_LATENTS_KEY in adata.obsm and test.sum() > 1:
-        score = mcc(np.asarray(adata.obsm[TRUE_LATENTS_KEY])[test], np.asarray(adata.obsm[latents_key(key)])[test])
+        score = mcc(np.asarray(adata.obsm[TRUE_LATENTS_KEY])[test], best.latents[test])
     row = {
         "method": method,
         "seed": int(seed),
         "mcc": score,
-        "test_mse": _split_mse(adata, key, target, "test"),
+        "test_mse": best.split_mse("test"),
         "transfer_mse": float("nan"),
         "n_latent": int(n_latent),
         "fit_seconds": float(seconds),
-        "validation_mse": float(val),
-        "lam": float(adata.uns[key]["params"]["lam"]),
+        "validation_mse": best.split_mse("validation"),
+        "lam": float(best.params["lam"]),
     }
-    return (row, model) if return_model else row
+    return (row, best) if return_result else row
 
 
 def tidy(rows: list[dict], experiment: str, profile: Profile) -> pd.DataFrame:

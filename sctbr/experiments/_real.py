@@ -225,20 +225,6 @@ def _one_sparse_heads(semi: ad.AnnData, groupby: str, pairs, rng: np.random.Gene
     return changed
 
 
-def _predict_with_head(model, x, var_names, node: str) -> np.ndarray:
-    """Predict cells with the head of ``node``: ``model.predict`` on an AnnData whose environment column is ``node``.
-
-    scvi-tools transfers the model's registry (inputs, target ``"y"``, environment ``"env"`` of the private AnnData
-    that :func:`sctbr.tl.tbr` registers) to the new AnnData; the target column is required by the registry but not
-    used by the prediction.
-    """
-    obs = pd.DataFrame({"y": np.zeros(x.shape[0]), "env": pd.Categorical([node] * x.shape[0])})
-    obs.index = obs.index.astype(str)
-    new = ad.AnnData(X=np.asarray(x, dtype=np.float32), obs=obs, var=pd.DataFrame(index=pd.Index(var_names)))
-    with quiet():
-        return np.asarray(model.predict(new), dtype=float)
-
-
 def transfer(
     profile: str | Profile = "quick",
     *,
@@ -308,19 +294,19 @@ def transfer(
                 "lams": prof.semi_lams,
                 "accelerator": accelerator,
                 "groupby": groupby,
-                "return_model": True,
+                "return_result": True,
             }
             tree_fits = {m: fit_method(observed, m, **fit) for m in methods if m != "baseline"}
             for held, neighbour in pairs:
                 cells = labels == held
                 y_held = semi.obs["y"].to_numpy(dtype=float)[cells]
-                x_held = semi.X[cells]
                 fits = dict(tree_fits)
                 if "baseline" in methods:
                     fits["baseline"] = fit_method(_subset(semi, groupby, labels == neighbour), "baseline", **fit)
                 for method in methods:
-                    row, model = fits[method]
-                    pred = _predict_with_head(model, x_held, semi.var_names, neighbour)
+                    row, result = fits[method]
+                    with quiet():  # the neighbour's head, on the held-out cells (nothing is written into semi)
+                        pred = np.asarray(result.model.predict(semi[cells], environment=neighbour), dtype=float)
                     rows.append(
                         {
                             "k": int(k),

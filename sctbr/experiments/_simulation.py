@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from sctbr._constants import TRUE_LATENTS_KEY, latents_key
+from sctbr._constants import TRUE_LATENTS_KEY
 from sctbr.datasets import simulate
 from sctbr.experiments._common import check_methods, fit_method, quiet, seeds, tidy
 from sctbr.experiments._profiles import Profile, get_profile
@@ -317,7 +317,7 @@ def causal_effects(
     for seed in seeds(prof, random_state):
         adata, params = _simulate(prof, seed, k=1)
         for method in methods:
-            row = fit_method(
+            row, result = fit_method(
                 adata,
                 method,
                 n_latent=params["n_latent"],
@@ -326,13 +326,14 @@ def causal_effects(
                 max_epochs=prof.max_epochs,
                 lams=prof.lams,
                 accelerator=accelerator,
+                return_result=True,
             )
-            test = np.asarray(adata.uns[method]["split"]) == "test"
+            test = result.split == "test"
             env = adata.obs["environment"][test]
             with quiet():  # environments with too few test cells are skipped (and named in a warning)
                 table = ate_table(
                     np.asarray(adata.obsm[TRUE_LATENTS_KEY])[test],
-                    np.asarray(adata.obsm[latents_key(method)])[test],
+                    result.latents[test],
                     adata.obs["y"].to_numpy()[test],
                     env,
                 )

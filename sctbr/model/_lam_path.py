@@ -1,4 +1,4 @@
-"""Choosing lambda (``lam="auto"``): the grid, one row of scores per lambda, and the one-standard-error rule."""
+"""Choosing lambda (``lam="auto"``): the grid and one row of scores per lambda; the rule is :mod:`sctbr.model._lam`."""
 
 from __future__ import annotations
 
@@ -8,20 +8,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from sctbr.model._lam import one_standard_error_rule
+
 #: The lambda path of ``lam="auto"``: 7 values, log-spaced from 1e-4 to 1e-1 (the target is standardised, so one
 #: grid serves every dataset).
 DEFAULT_LAM_GRID = tuple(float(v) for v in np.logspace(-4, -1, 7))
-
-
-def one_standard_error_rule(mean: np.ndarray, se: np.ndarray) -> int:
-    """Index of the last (largest-lambda) entry whose mean error is within one SE of the smallest mean.
-
-    ``mean`` and ``se`` are ordered by increasing lambda; the SE is that of the best entry (the lasso's rule).
-    """
-    mean, se = np.asarray(mean, dtype=float), np.asarray(se, dtype=float)
-    best = int(np.nanargmin(mean))
-    within = np.flatnonzero(mean <= mean[best] + se[best])
-    return int(within.max())
 
 
 def check_lam_grid(lam_grid: Sequence[float] | None, validation_size: float, path_epochs: float) -> np.ndarray:

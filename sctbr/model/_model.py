@@ -13,7 +13,6 @@ from anndata import AnnData
 from scvi.data import AnnDataManager
 from scvi.data.fields import CategoricalObsField, LayerField, NumericalJointObsField, NumericalObsField
 from scvi.model.base import BaseModelClass
-from scvi.train import TrainRunner
 
 from sctbr._constants import ENV_KEY, X_KEY, Y_KEY
 from sctbr._tree import EnvironmentTree
@@ -26,6 +25,7 @@ from sctbr.model._lam_path import check_lam_grid, select
 from sctbr.model._module import TBRModule, resolve_losses
 from sctbr.model._outputs import OutputsMixin
 from sctbr.model._phases import PhaseWork, phase_callbacks, plan_phases
+from sctbr.model._quiet import QuietTrainRunner
 from sctbr.model._trainingplan import TBRTrainingPlan
 from sctbr.model._transfer import TransferMixin
 
@@ -90,7 +90,7 @@ class TBR(OutputsMixin, TransferMixin, BaseModelClass):
 
     _module_cls = TBRModule
     _training_plan_cls = TBRTrainingPlan
-    _train_runner_cls = TrainRunner
+    _train_runner_cls = QuietTrainRunner
 
     def __init__(
         self,

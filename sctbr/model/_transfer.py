@@ -31,6 +31,7 @@ from anndata import AnnData
 
 from sctbr._constants import ENV_KEY, Y_KEY
 from sctbr._tree import EnvironmentTree, UnknownNodeError, _fmt_names
+from sctbr.model._lam import one_standard_error_rule
 
 #: Significance of the universal ("no change") threshold used for ``lam=None`` when there are too few cells for CV.
 UNIVERSAL_ALPHA = 0.05
@@ -166,8 +167,7 @@ def _cv_lambda(problem: _Problem, folds: int, rng: np.random.Generator, refit: b
         problem.not_converged += fit.not_converged
     mean = errors.mean(0)
     se = errors.std(0, ddof=1) / np.sqrt(folds)
-    best = int(np.argmin(mean))
-    chosen = int(np.flatnonzero(mean <= mean[best] + se[best])[0])  # grid is decreasing: the sparsest first
+    chosen = len(grid) - 1 - one_standard_error_rule(mean[::-1], se[::-1])  # the rule takes increasing lambdas
     path = pd.DataFrame({"lam": grid, "cv_error": mean, "cv_se": se, "chosen": np.arange(len(grid)) == chosen})
     return float(grid[chosen]), path
 

@@ -10,10 +10,11 @@ from anndata import AnnData
 from matplotlib.lines import Line2D
 
 from sctbr._constants import CAUSAL_EFFECTS_COLUMNS, TBR_KEY
+from sctbr._docs import doc_params
 from sctbr.pl._common import finish, latent_colors, latent_label, new_axes, thin_labels
-from sctbr.tl import causal_effects as _causal_effects
 
 
+@doc_params("pl_show")
 def causal_effects(
     data: AnnData | pd.DataFrame,
     *,
@@ -50,10 +51,7 @@ def causal_effects(
         At most this many environment labels are written (every n-th beyond that).
     ax
         Existing Axes, or None for a new figure.
-    show
-        Show the figure.
-    return_fig
-        Return the Figure instead of the Axes.
+    {pl_show}
 
     Returns
     -------
@@ -66,6 +64,9 @@ def causal_effects(
     >>> sctbr.tl.tbr(adata, n_latent=2, max_epochs=60)  # doctest: +SKIP
     >>> sctbr.pl.causal_effects(adata)  # doctest: +SKIP
     """
+    # sctbr.tl imports torch and scvi-tools: loaded here, so that importing sctbr.pl stays light
+    from sctbr.tl import causal_effects as _causal_effects
+
     if isinstance(data, AnnData):
         table = _causal_effects(data, key=key, groupby=groupby, split=split, alpha=alpha)
     elif isinstance(data, pd.DataFrame):

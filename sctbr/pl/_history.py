@@ -9,6 +9,7 @@ import pandas as pd
 from anndata import AnnData
 
 from sctbr._constants import TBR_KEY
+from sctbr._docs import doc_params
 from sctbr.pl._common import METHOD_COLORS, finish, get_field, get_run, new_axes
 
 #: Line style of each metric ``sctbr.tl.tbr`` records (the colour is the method's).
@@ -20,6 +21,7 @@ _STYLES = {
 }
 
 
+@doc_params("pl_ax", "pl_show")
 def history(
     adata: AnnData,
     *,
@@ -53,12 +55,8 @@ def history(
         Mark where TBR's penalised "sparsify" stage begins (after the unpenalised fit and the basis refinement;
         see :meth:`sctbr.model.TBR.train`): the first epoch whose training loss exceeds the training MSE. The loss
         jumps there because the penalty joins the objective.
-    ax
-        Axes to draw into, or None for a new figure.
-    show
-        Show the figure.
-    return_fig
-        Return the Figure instead of the Axes.
+    {pl_ax}
+    {pl_show}
 
     Returns
     -------

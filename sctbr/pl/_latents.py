@@ -7,10 +7,12 @@ import numpy as np
 from anndata import AnnData
 
 from sctbr._constants import TBR_KEY, TRUE_LATENTS_KEY, latents_key
+from sctbr._docs import doc_params
 from sctbr.metrics import match_latents
 from sctbr.pl._common import METHOD_COLORS, finish, get_run
 
 
+@doc_params("pl_show")
 def latents_vs_truth(
     adata: AnnData,
     *,
@@ -45,10 +47,7 @@ def latents_vs_truth(
         Seed of the subset.
     axes
         Existing axes (one per true latent), or None for a new figure.
-    show
-        Show the figure.
-    return_fig
-        Return the Figure instead of the Axes.
+    {pl_show}
 
     Returns
     -------

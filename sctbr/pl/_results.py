@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.patches import Patch
 
+from sctbr._docs import doc_params
 from sctbr.pl._common import METHOD_COLORS, check_columns, finish, method_colors, new_axes
 
 _AXIS_LABELS = {
@@ -126,6 +127,7 @@ def _grouped_box_points(
     return finish(fig, ax, show, return_fig)
 
 
+@doc_params("pl_results", "pl_ax", "pl_show")
 def mcc(
     results: pd.DataFrame,
     *,
@@ -147,12 +149,7 @@ def mcc(
 
     Parameters
     ----------
-    results
-        sctbr's tidy results table, as the experiment functions return it: one row per method x setting x
-        repetition, with columns ``method`` (``"tbr"``, ``"baseline"`` or any other name), ``k`` (sparsity
-        level: number of changed latents per arc, or a rate), ``seed``, ``mcc``, ``test_mse`` and
-        ``transfer_mse`` (NaN outside the transfer experiment), optionally ``n_latent``, ``fit_seconds`` and
-        ``experiment``.
+    {pl_results}
     x
         Column on the x-axis (one group of boxes per distinct value).
     y
@@ -167,12 +164,8 @@ def mcc(
         Axes title.
     random_state
         Seed of the horizontal jitter of the points.
-    ax
-        Axes to draw into, or None for a new figure.
-    show
-        Show the figure.
-    return_fig
-        Return the Figure instead of the Axes.
+    {pl_ax}
+    {pl_show}
 
     Returns
     -------
@@ -204,6 +197,7 @@ def mcc(
     )
 
 
+@doc_params("pl_results", "pl_ax", "pl_show")
 def prediction_error(
     results: pd.DataFrame,
     *,
@@ -225,12 +219,7 @@ def prediction_error(
 
     Parameters
     ----------
-    results
-        sctbr's tidy results table, as the experiment functions return it: one row per method x setting x
-        repetition, with columns ``method`` (``"tbr"``, ``"baseline"`` or any other name), ``k`` (sparsity
-        level: number of changed latents per arc, or a rate), ``seed``, ``mcc``, ``test_mse`` and
-        ``transfer_mse`` (NaN outside the transfer experiment), optionally ``n_latent``, ``fit_seconds`` and
-        ``experiment``.
+    {pl_results}
     x
         Column on the x-axis.
     y
@@ -247,12 +236,8 @@ def prediction_error(
         Axes title.
     random_state
         Seed of the horizontal jitter of the points.
-    ax
-        Axes to draw into, or None for a new figure.
-    show
-        Show the figure.
-    return_fig
-        Return the Figure instead of the Axes.
+    {pl_ax}
+    {pl_show}
 
     Returns
     -------
@@ -283,6 +268,7 @@ def prediction_error(
     )
 
 
+@doc_params("pl_results", "pl_ax", "pl_show")
 def transfer(
     results: pd.DataFrame,
     *,
@@ -306,12 +292,7 @@ def transfer(
 
     Parameters
     ----------
-    results
-        sctbr's tidy results table, as the experiment functions return it: one row per method x setting x
-        repetition, with columns ``method`` (``"tbr"``, ``"baseline"`` or any other name), ``k`` (sparsity
-        level: number of changed latents per arc, or a rate), ``seed``, ``mcc``, ``test_mse`` and
-        ``transfer_mse`` (NaN outside the transfer experiment), optionally ``n_latent``, ``fit_seconds`` and
-        ``experiment``.
+    {pl_results}
     x
         Column on the x-axis.
     y
@@ -328,12 +309,8 @@ def transfer(
         Axes title.
     random_state
         Seed of the horizontal jitter of the points.
-    ax
-        Axes to draw into, or None for a new figure.
-    show
-        Show the figure.
-    return_fig
-        Return the Figure instead of the Axes.
+    {pl_ax}
+    {pl_show}
 
     Returns
     -------

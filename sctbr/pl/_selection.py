@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from sctbr._docs import doc_params
 from sctbr.pl._common import METHOD_COLORS, finish, latent_colors, latent_label, new_axes
 
 
@@ -29,6 +30,7 @@ def _result(obj, key: str, fields: Sequence[str], tool: str) -> Mapping:
     return obj
 
 
+@doc_params("pl_show")
 def n_latent(
     result: AnnData | Mapping,
     *,
@@ -58,10 +60,7 @@ def n_latent(
         Logarithmic error axis.
     ax
         Existing Axes, or None for a new figure.
-    show
-        Show the figure.
-    return_fig
-        Return the Figure instead of the Axes.
+    {pl_show}
 
     Returns
     -------
@@ -97,6 +96,7 @@ def n_latent(
     return finish(fig, ax, show, return_fig)
 
 
+@doc_params("pl_show")
 def stability(
     result: AnnData | Mapping,
     *,
@@ -124,10 +124,7 @@ def stability(
         ``"matrix"`` or ``"latents"``.
     ax
         Existing Axes, or None for a new figure.
-    show
-        Show the figure.
-    return_fig
-        Return the Figure instead of the Axes.
+    {pl_show}
 
     Returns
     -------

@@ -11,6 +11,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.lines import Line2D
 
 from sctbr._constants import TBR_KEY
+from sctbr._docs import doc_params
 from sctbr._tree import EnvironmentTree
 from sctbr.pl._common import (
     dfs_order,
@@ -83,6 +84,7 @@ def _select_latents(deltas: pd.DataFrame, latents: Sequence[int | str] | None) -
     return deltas[cols]
 
 
+@doc_params("pl_ax", "pl_show")
 def tree(
     adata: AnnData,
     *,
@@ -126,12 +128,8 @@ def tree(
         Area (points^2) of the marker of the largest change; the others scale with ``|Delta|``.
     figsize
         Size of a new figure (default: grows with the number of leaves).
-    ax
-        Axes to draw into, or None for a new figure.
-    show
-        Show the figure.
-    return_fig
-        Return the Figure instead of the Axes.
+    {pl_ax}
+    {pl_show}
 
     Returns
     -------

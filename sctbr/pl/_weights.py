@@ -7,9 +7,11 @@ import pandas as pd
 from anndata import AnnData
 
 from sctbr._constants import TBR_KEY
+from sctbr._docs import doc_params
 from sctbr.pl._common import dfs_order, finish, get_field, latent_label, new_axes, run_tree, thin_labels
 
 
+@doc_params("pl_ax", "pl_show")
 def weights(
     adata: AnnData,
     *,
@@ -44,12 +46,8 @@ def weights(
         Most row labels to draw; longer lists get every n-th row labelled.
     figsize
         Size of a new figure (default: grows with the number of rows).
-    ax
-        Axes to draw into, or None for a new figure.
-    show
-        Show the figure.
-    return_fig
-        Return the Figure instead of the Axes.
+    {pl_ax}
+    {pl_show}
 
     Returns
     -------

@@ -1,9 +1,8 @@
-"""Refitting ``sctbr.tl.tbr`` many times without touching the user's AnnData (for select_n_latent, stability)."""
+"""Refitting with the fit core many times without touching the user's AnnData (for select_n_latent, stability)."""
 
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -11,11 +10,8 @@ from typing import Any
 import numpy as np
 from anndata import AnnData
 
-from sctbr._constants import TBR_KEY, latents_key, prediction_key
-from sctbr._validation import binary_target
-from sctbr.tl._tbr import tbr
+from sctbr.tl._core import fit, split_fit_kwargs
 
-_KEY = TBR_KEY
 #: ``sctbr.tl.tbr`` arguments that the refitting tools set themselves.
 _RESERVED = ("n_latent", "key_added", "copy", "return_model", "random_state")
 
@@ -46,52 +42,30 @@ def check_tbr_kwargs(tbr_kwargs: Mapping[str, Any], caller: str, *, allowed: tup
     return kwargs
 
 
-def private_anndata(adata: AnnData, layer: str | None) -> AnnData:
-    """An AnnData sharing the user's inputs, with its own ``obs``/``uns`` containers for ``tl.tbr`` to write into.
-
-    The matrices are not copied; ``tl.tbr`` only reads them. The user's ``obs``, ``obsm`` and ``uns`` are never
-    written.
-    """
+def check_in_memory(adata: AnnData) -> None:
+    """The refitting tools read the inputs many times: they need an in-memory AnnData."""
     if adata.isbacked:
         raise ValueError(
             "This tool refits TBR several times and needs the data in memory; load it first "
             "(adata = adata.to_memory(), or a subset: adata[cells].to_memory())."
         )
-    layers = {}
-    if layer is not None:
-        if layer not in adata.layers:
-            raise KeyError(f"Layer {layer!r} not found; available layers: {list(adata.layers.keys())}.")
-        layers[layer] = adata.layers[layer]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return AnnData(
-            X=adata.X,
-            obs=adata.obs.copy(),
-            var=adata.var[[]].copy(),
-            uns=dict(adata.uns),
-            layers=layers or None,
-        )
 
 
-def fit_once(work: AnnData, *, n_latent: int, random_state: int, fit_kwargs: dict) -> Fit:
-    """Fit ``tl.tbr`` on the private AnnData ``work`` and return what the tools need."""
+def fit_once(adata: AnnData, *, n_latent: int, random_state: int, fit_kwargs: dict) -> Fit:
+    """Fit with the core (:func:`sctbr.tl.fit`, nothing is written into ``adata``) and return what the tools need."""
+    own, train_kwargs = split_fit_kwargs(fit_kwargs)
     start = time.perf_counter()
-    tbr(work, n_latent=int(n_latent), random_state=int(random_state), key_added=_KEY, **fit_kwargs)
+    result = fit(adata, n_latent=int(n_latent), random_state=int(random_state), train_kwargs=train_kwargs, **own)
     seconds = time.perf_counter() - start
-    run = work.uns[_KEY]
-    target = run["params"]["target"]
-    if not isinstance(target, str):
-        raise ValueError(
-            f"This tool scores one target at a time, got {list(np.atleast_1d(target))}. Pass target='<column>'."
-        )
-    y, _ = binary_target(work, target)
+    if len(result.targets) != 1:
+        raise ValueError(f"This tool scores one target at a time, got {result.targets}. Pass target='<column>'.")
     return Fit(
-        latents=np.asarray(work.obsm[latents_key(_KEY)], dtype=np.float32).copy(),
-        prediction=work.obs[prediction_key(_KEY)].to_numpy(dtype=np.float64).copy(),
-        target=np.asarray(y, dtype=np.float64),
-        split=np.asarray(run["split"]).astype(str),
+        latents=np.asarray(result.latents, dtype=np.float32),
+        prediction=np.asarray(result.prediction, dtype=np.float64),
+        target=np.asarray(result.y, dtype=np.float64),
+        split=np.asarray(result.split).astype(str),
         seconds=float(seconds),
-        params=dict(run["params"]),
+        params=dict(result.params),
     )
 
 

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from sctbr.tl._refit import check_tbr_kwargs, fit_once, private_anndata, split_error
+from sctbr._docs import doc_params
+from sctbr.tl._refit import check_in_memory, check_tbr_kwargs, fit_once, split_error
 
 #: Default relative tolerance of the plateau rule (see :func:`select_n_latent`).
 DEFAULT_RTOL = 0.1
@@ -43,6 +44,7 @@ def plateau(validation_mse: Sequence[float], validation_se: Sequence[float], rto
     return int(np.flatnonzero(v <= threshold)[0]), threshold
 
 
+@doc_params("inplace_key_added")
 def select_n_latent(
     adata: AnnData,
     *,
@@ -73,7 +75,7 @@ def select_n_latent(
     therefore has to remove more than a fraction ``rtol`` of the remaining error, and more than the sampling noise of
     the validation estimate (the one-standard-error rule of the lasso), to count. On simulations with short fits
     the error at the true size was within 0-8% of the minimum and one latent fewer 30% or more above it, hence the
-    default ``rtol = 0.1``; longer fits narrow the first gap. The fits are written to a private AnnData: ``adata``
+    default ``rtol = 0.1``; longer fits narrow the first gap. The fits write nothing (:func:`sctbr.tl.fit`): ``adata``
     is not modified until every fit has succeeded.
 
     Parameters
@@ -88,8 +90,7 @@ def select_n_latent(
         Relative tolerance of the plateau rule (non-negative). Larger values choose smaller sizes.
     random_state
         Seed of every fit (the same split and initialisation seed for every size).
-    key_added
-        With ``inplace=True`` the result goes to ``adata.uns[key_added]``.
+    {inplace_key_added}
     inplace
         Write the result into ``adata.uns`` and return ``None`` (Scanpy's convention); ``False`` returns it and
         leaves ``adata`` untouched.
@@ -138,10 +139,10 @@ def select_n_latent(
         )
     fit_kwargs.update(target=target, groupby=groupby, tree=tree, layer=layer, var_names=var_names)
 
-    work = private_anndata(adata, layer)
+    check_in_memory(adata)
     rows, fit = [], None
     for n in sizes:
-        fit = fit_once(work, n_latent=n, random_state=random_state, fit_kwargs=fit_kwargs)
+        fit = fit_once(adata, n_latent=n, random_state=random_state, fit_kwargs=fit_kwargs)
         val, val_se, n_val = split_error(fit, "validation")
         train, _, _ = split_error(fit, "train")
         if not np.isfinite(val):

@@ -12,13 +12,15 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from sctbr._docs import doc_params
 from sctbr.metrics import match_latents
-from sctbr.tl._refit import check_tbr_kwargs, fit_once, private_anndata, split_error
+from sctbr.tl._refit import check_in_memory, check_tbr_kwargs, fit_once, split_error
 
 #: Default agreement threshold of :func:`stability` (mean pairwise MCC, and per latent).
 DEFAULT_THRESHOLD = 0.9
 
 
+@doc_params("inplace_key_added")
 def stability(
     adata: AnnData,
     *,
@@ -68,8 +70,7 @@ def stability(
         Seed of the first run; run ``i`` uses ``random_state + i``.
     threshold
         Agreement (MCC, between 0 and 1) below which a warning is issued, overall and per latent.
-    key_added
-        With ``inplace=True`` the result goes to ``adata.uns[key_added]``.
+    {inplace_key_added}
     inplace
         Write the result into ``adata.uns`` and return ``None``; ``False`` returns it and leaves ``adata``
         untouched.
@@ -124,9 +125,9 @@ def stability(
     n_latent = fit_kwargs.pop("n_latent", 5)
     fit_kwargs.update(target=target, groupby=groupby, tree=tree, layer=layer, var_names=var_names)
 
-    work = private_anndata(adata, layer)
+    check_in_memory(adata)
     seeds = [int(random_state) + i for i in range(int(n_seeds))]
-    fits = [fit_once(work, n_latent=n_latent, random_state=s, fit_kwargs=fit_kwargs) for s in seeds]
+    fits = [fit_once(adata, n_latent=n_latent, random_state=s, fit_kwargs=fit_kwargs) for s in seeds]
     latents = np.stack([f.latents for f in fits])
     names = [f"latent_{j}" for j in range(latents.shape[2])]
 
