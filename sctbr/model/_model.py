@@ -20,7 +20,8 @@ from sctbr._validation import as_targets as _as_targets
 from sctbr._validation import check_setup as _check_setup
 from sctbr.model import _checkpoint as ckpt
 from sctbr.model._basis import refine_basis
-from sctbr.model._data import TBRDataModule, batch_from, max_abs, prepare_arrays
+from sctbr.model._data import TBRDataModule, max_abs, prepare_arrays
+from sctbr.model._heads import encode, node_heads
 from sctbr.model._lam_path import check_lam_grid, select
 from sctbr.model._module import TBRModule, resolve_losses
 from sctbr.model._outputs import OutputsMixin
@@ -449,26 +450,16 @@ class TBR(OutputsMixin, TransferMixin, BaseModelClass):
     def _refine(self, data: dict, train_idx: np.ndarray, random_state: int) -> dict:
         """Stage 2: move the latents to the basis (and unobserved heads to the values) with the sparsest changes."""
         module = self.module
-        module.eval()
-        device = next(module.parameters()).device
-        idx = torch.as_tensor(train_idx)
-        z = []
-        for start in range(0, len(idx), 8192):
-            b = batch_from(data, idx[start : start + 8192])
-            z.append(module.inference(b[X_KEY].to(device))["z"].cpu().numpy())
-        z = np.concatenate(z).astype(np.float64)
+        z = encode(module, data, train_idx).astype(np.float64)
         corr = np.atleast_2d(np.corrcoef(z.T))
         tree = self.tree
         parent_index = np.array([-1] + [tree.node_index([p])[0] for p, _ in tree.arcs], dtype=int)
         # environments without training cells (e.g. unused categories) have free heads, like internal nodes
         present = np.unique(data[ENV_KEY].numpy()[np.asarray(train_idx)])
         observed = np.isin(np.asarray(tree.nodes), [self.environments_[i] for i in present])
-        n_targets, d = module.n_targets, module.n_latent
-        w0 = module.w0.detach().cpu().numpy().astype(np.float64).reshape(n_targets, d)
-        delta = module.delta.detach().cpu().numpy().astype(np.float64).reshape(-1, n_targets, d)
-        paths = tree.path_matrix()
+        n_targets = module.n_targets
         # (targets x nodes x latents); a single target keeps the 2-D form
-        node_w = np.stack([w0[t][None, :] + np.asarray(paths @ delta[:, t]) for t in range(n_targets)])
+        node_w = np.ascontiguousarray(node_heads(module, tree).transpose(1, 0, 2))
         if n_targets == 1:
             node_w = node_w[0]
         m, v, value, start_value = refine_basis(

@@ -11,45 +11,31 @@ from anndata import AnnData
 
 from sctbr._constants import ENV_KEY, X_KEY
 from sctbr.model import _checkpoint as ckpt
-from sctbr.model._data import batch_from
+from sctbr.model._heads import BATCH_SIZE, encode, map_batches, node_heads
 
 
 class OutputsMixin:
     """The reading side of :class:`~sctbr.model.TBR` (mixed into it; see its methods there)."""
 
-    @torch.no_grad()
-    def _cell_losses(self, data: dict, idx: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+    def _cell_losses(self, data: dict, idx: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
         """Each cell's data term (standardised squared error or logistic loss, summed over targets)."""
-        module = self.module
-        module.eval()
-        device = next(module.parameters()).device
-        idx = torch.as_tensor(np.asarray(idx, dtype=np.int64))
-        out = []
-        for start in range(0, len(idx), batch_size):
-            b = {k: v.to(device) for k, v in batch_from(data, idx[start : start + batch_size]).items()}
-            _, _, losses = module(b)
-            out.append(next(iter(losses.reconstruction_loss.values())).detach().cpu().numpy())
-        return np.concatenate(out).astype(np.float64) if out else np.empty(0)
+
+        def losses(batch: dict) -> torch.Tensor:
+            return next(iter(self.module(batch)[2].reconstruction_loss.values()))
+
+        return map_batches(self.module, data, losses, idx, batch_size).astype(np.float64)
 
     # -- outputs ----------------------------------------------------------------------------------------------
-    @torch.inference_mode()
-    def _run(self, adata: AnnData | None, what: str, batch_size: int = 8192) -> np.ndarray:
+    def _run(self, adata: AnnData | None, what: str, batch_size: int = BATCH_SIZE) -> np.ndarray:
         if adata is not None:
             ckpt.check_input_names(adata, getattr(self, "input_names_", None), None, self.registry_)
         adata = self._validate_anndata(adata)
         data = self._arrays(adata, with_target=False)
-        self.module.eval()
-        device = next(self.module.parameters()).device
-        out = []
-        n = data[ENV_KEY].shape[0]
-        for start in range(0, n, batch_size):
-            b = batch_from(data, torch.arange(start, min(n, start + batch_size)))
-            x, env = b[X_KEY].to(device), b[ENV_KEY].to(device)
-            if what == "latent":
-                out.append(self.module.inference(x)["z"].cpu().numpy())
-            else:
-                out.append(self.module.predict_target(x, env).cpu().numpy())
-        return np.concatenate(out) if out else np.empty((0,))
+        if what == "latent":
+            return encode(self.module, data, batch_size=batch_size)
+        return map_batches(
+            self.module, data, lambda b: self.module.predict_target(b[X_KEY], b[ENV_KEY]), None, batch_size
+        )
 
     def get_latent_representation(self, adata: AnnData | None = None, batch_size: int = 8192) -> np.ndarray:
         """Standardised latents (cells x n_latent) of ``adata`` (default: the training AnnData).
@@ -122,19 +108,13 @@ class OutputsMixin:
         picks one; ``None`` returns all, with a (target, node) row index.
         """
         m = self.module
-        n_targets, d = m.n_targets, m.n_latent
+        heads = node_heads(m, self.tree)
         with torch.no_grad():
-            w0 = m.w0.cpu().numpy().astype(np.float64).reshape(n_targets, d)
-            delta = m.delta.cpu().numpy().astype(np.float64).reshape(-1, n_targets, d)
             scale = m.y_std.cpu().numpy().astype(np.float64)
-        frames = []
-        for t in range(n_targets):
-            if m.baseline:
-                weights = np.repeat(w0[t][None, :], self.tree.n_nodes, axis=0)
-            else:
-                # the tree may be larger than the arcs known to the module only for the baseline; here they agree
-                weights = w0[t][None, :] + np.asarray(self.tree.path_matrix() @ delta[:, t])
-            frames.append(pd.DataFrame(weights * scale[t], index=list(self.tree.nodes), columns=self._latent_names()))
+        frames = [
+            pd.DataFrame(heads[:, t] * scale[t], index=list(self.tree.nodes), columns=self._latent_names())
+            for t in range(m.n_targets)
+        ]
         return self._by_target(frames, target, "node")
 
     def get_deltas(self, target: str | None = None) -> pd.DataFrame:
