@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 import sctbr
-from sctbr.model import TBR
-from sctbr.model._model import DEFAULT_LAM_GRID, one_standard_error_rule
+from sctbr.model import TBR, one_standard_error_rule
+from sctbr.model._lam_path import DEFAULT_LAM_GRID
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
@@ -114,7 +114,7 @@ def no_training(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("training started")
 
-    monkeypatch.setattr(TBR, "_run_stage", refuse)
+    monkeypatch.setattr(TBR, "_run_fit", refuse)
 
 
 def test_auto_needs_a_validation_split(small_adata, no_training):

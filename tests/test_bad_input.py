@@ -54,7 +54,7 @@ def no_training(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("training started before the bad input was refused")
 
-    monkeypatch.setattr(TBR, "_run_stage", refuse)
+    monkeypatch.setattr(TBR, "_run_fit", refuse)
 
 
 # ---------------------------------------------------------------------- preparations of the bad input

@@ -75,7 +75,7 @@ def test_tiny_fit_prints_no_banners(lightning_defaults, capfd, recwarn):
     adata = sctbr.datasets.simulate(depth=2, n_obs_per_env=30, random_state=0)
     capfd.readouterr()
     sctbr.tl.tbr(adata, max_epochs=1, accelerator="cpu")
-    sctbr.tl.tbr(adata, max_epochs=3, accelerator="cpu", key_added="two_stages")  # fit and sparsify stages
+    sctbr.tl.tbr(adata, max_epochs=3, accelerator="cpu", key_added="two_phases")  # fit and sparsify phases
     text = _everything(capfd, lightning_defaults, recwarn)
     assert [s for s in NOISE if s in text] == []
     assert "X_tbr" in adata.obsm

@@ -8,6 +8,7 @@ import signal
 import anndata as ad
 import lightning.pytorch as pl
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
@@ -73,8 +74,8 @@ def _history(model) -> dict:
     return {k: v.iloc[:, 0].to_numpy(dtype=float) for k, v in model.history.items()}
 
 
-# epoch 2 is inside stage 1 (its checkpoint of epoch 1 exists); epoch 5 is the 2nd epoch of stage 3 (stage 1 has
-# finished and is replayed from its file, the refinement is rerun, stage 3 continues from its epoch-1 checkpoint)
+# epoch 2 is inside the fit phase (the checkpoint of epoch 1 exists); epoch 5 is the 2nd epoch of the sparsify phase
+# (the checkpoint of epoch 4 holds the refinement's result, done at the start of epoch 4)
 @pytest.mark.parametrize("interrupt_at", [2, 5])
 def test_resume_after_interrupt_equals_an_uninterrupted_fit(make_adata, uninterrupted, tmp_path, interrupt_at):
     model = new_model(make_adata())
@@ -108,21 +109,42 @@ def test_resume_after_interrupt_equals_an_uninterrupted_fit(make_adata, uninterr
     np.testing.assert_array_equal(resumed.train_indices, uninterrupted.train_indices)
 
 
-def test_resuming_a_finished_fit_replays_it_without_training(make_adata, uninterrupted, tmp_path, monkeypatch):
+def test_resuming_a_finished_fit_replays_it_without_training(make_adata, uninterrupted, tmp_path):
     model = new_model(make_adata())
     model.train(checkpoint_dir=tmp_path, **TRAIN)
-    stage_files = sorted(p.name for p in tmp_path.glob("*.pt"))
-    assert stage_files == ["stage0_fit.pt", "stage1_sparsify.pt"]
-    assert (tmp_path / "stage1_sparsify" / "last.ckpt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "sctbr_checkpoint.json"]
 
-    def no_fit(*args, **kwargs):
-        raise AssertionError("a finished stage was trained again")
-
-    monkeypatch.setattr(pl.Trainer, "fit", no_fit)
     replay = new_model(make_adata())
-    replay.train(checkpoint_dir=tmp_path, resume=True, **TRAIN)
+    counter = InterruptAt(0)  # never fires; counts the epochs trained
+    replay.train(checkpoint_dir=tmp_path, resume=True, callbacks=[counter], **TRAIN)
+    assert counter.seen == 0
     np.testing.assert_array_equal(replay.get_latent_representation(), uninterrupted.get_latent_representation())
+    assert replay.refinement_["penalty_after"] == uninterrupted.refinement_["penalty_after"]
     assert len(replay.history["train_loss"]) == TRAIN["max_epochs"]
+
+
+AUTO = {**TRAIN, "max_epochs": 8, "lam_grid": [1e-3, 0.1], "path_epochs": 0.25}  # phases of 4, 4 and 2 epochs
+
+
+def test_resume_inside_a_lambda_path_equals_an_uninterrupted_fit(make_adata, tmp_path):
+    """Interrupted in the path's second lambda: the first lambda's scores and solution come from the checkpoint."""
+    uninterrupted = new_model(make_adata(), lam="auto")
+    uninterrupted.train(**AUTO)
+    model = new_model(make_adata(), lam="auto")
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            model.train(checkpoint_dir=tmp_path, callbacks=[InterruptAt(10)], **AUTO)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    resumed = new_model(make_adata(), lam="auto")
+    counter = InterruptAt(0)
+    resumed.train(checkpoint_dir=tmp_path, resume=True, callbacks=[counter], **AUTO)
+    assert counter.seen == 1
+    pd.testing.assert_frame_equal(resumed.lam_path_, uninterrupted.lam_path_)
+    assert resumed.lam_ == uninterrupted.lam_
+    for key, value in uninterrupted.module.state_dict().items():
+        torch.testing.assert_close(resumed.module.state_dict()[key], value, rtol=0, atol=0, msg=key)
 
 
 def test_checkpoints_of_another_fit_are_refused(make_adata, tmp_path):

@@ -174,7 +174,7 @@ def test_tl_binary_target(adata, kind, tmp_path):
 
 
 def test_tl_more_than_two_levels_is_refused_before_training(adata, monkeypatch):
-    monkeypatch.setattr(TBR, "_run_stage", lambda *a, **k: pytest.fail("training started"))
+    monkeypatch.setattr(TBR, "_run_fit", lambda *a, **k: pytest.fail("training started"))
     levels = ["early", "mid", "late"]
     adata.obs["stage"] = pd.Categorical(np.array(levels)[np.arange(adata.n_obs) % 3], categories=levels)
     before = (set(adata.uns.keys()), list(adata.obs.columns), set(adata.obsm.keys()))

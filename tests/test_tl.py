@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import anndata as ad
+import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import pytest
@@ -265,7 +266,7 @@ def no_training(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("training started before the arguments were checked")
 
-    monkeypatch.setattr(TBR, "_run_stage", refuse)
+    monkeypatch.setattr(TBR, "_run_fit", refuse)
 
 
 def test_missing_target_is_named(small_adata, no_training):
@@ -377,28 +378,27 @@ def test_keyboard_interrupt_writes_nothing(small_adata, monkeypatch, fast):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(TBR, "_run_stage", interrupt)
+    monkeypatch.setattr(TBR, "_run_fit", interrupt)
     before = snapshot(small_adata)
     with pytest.raises(KeyboardInterrupt):
         sctbr.tl.tbr(small_adata, **fast)
     assert_unchanged(small_adata, before)
 
 
-def test_interrupt_in_the_last_stage_writes_nothing(small_adata, monkeypatch, fast):
-    original = TBR._run_stage
-    stages = []
+def test_interrupt_in_the_last_phase_writes_nothing(small_adata, fast):
+    phases = []
 
-    def interrupt_late(self, *args, stage, **kwargs):
-        stages.append(stage)
-        if stage == "sparsify":
-            raise KeyboardInterrupt
-        return original(self, *args, stage=stage, **kwargs)
+    class InterruptInSparsify(pl.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            phases.append(pl_module.phase.name)
+            if pl_module.phase.name == "sparsify":
+                raise KeyboardInterrupt
 
-    monkeypatch.setattr(TBR, "_run_stage", interrupt_late)
     before = snapshot(small_adata)
     with pytest.raises(KeyboardInterrupt):
-        sctbr.tl.tbr(small_adata, **{**fast, "refine": False})
-    assert stages == ["fit", "sparsify"]  # the first stage did run
+        sctbr.tl.tbr(small_adata, **{**fast, "refine": False}, callbacks=[InterruptInSparsify()])
+    assert phases[0] == "fit"  # the first phase did run
+    assert phases[-1] == "sparsify"
     assert_unchanged(small_adata, before)
 
 

@@ -10,7 +10,7 @@ import torch
 import sctbr
 from sctbr import EnvironmentTree
 from sctbr.model import TBR
-from sctbr.model._transfer import _lasso_cd, _logistic_fista
+from sctbr.model._sparse_arc import _lasso_cd, _logistic_fista
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 

@@ -1,14 +1,11 @@
-"""Reliability of long fits: checkpoints and resume across stages, divergence checks, interrupts, saved versions.
+"""Reliability of long fits: the checkpoint directory, divergence checks, interrupts, saved versions.
 
-A fit of :meth:`sctbr.model.TBR.train` runs up to three stages (fit with ``lam = 0``, basis refinement, proximal
-sparsification; ``lam="auto"`` runs several sparsification stages). With ``checkpoint_dir``:
-
-- every stage saves a Lightning checkpoint at the end of every epoch (``stage<i>_<name>/last.ckpt``: weights,
-  optimiser and learning-rate schedule, epoch counter and the stage's loss history);
-- a finished stage saves the module's weights and its history (``stage<i>_<name>.pt``);
-- ``resume=True`` replays finished stages from their files, reruns the (deterministic) basis refinement and
-  continues the interrupted stage from its last checkpoint. Batch order depends on the seed and the epoch only,
-  so on CPU a resumed fit gives the same numbers as an uninterrupted one.
+A fit of :meth:`sctbr.model.TBR.train` is one Lightning run in phases (see :mod:`sctbr.model._phases`). With
+``checkpoint_dir``, Lightning's :class:`~lightning.pytorch.callbacks.ModelCheckpoint` writes ``last.ckpt`` at the
+end of every epoch (weights, optimiser, epoch counter, the phases, the refinement, the lambda path's scores and the
+loss history), next to ``sctbr_checkpoint.json`` (the fit's settings); ``resume=True`` passes it to Lightning as
+``ckpt_path``. Batch order depends on the seed and the epoch only, so on CPU a resumed fit gives the same numbers
+as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -24,13 +21,9 @@ import warnings
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from scvi.train import SaveCheckpoint
 
 logger = logging.getLogger(__name__)
 
@@ -51,127 +44,24 @@ def current_version() -> str:
         return "0.0.0"
 
 
-# ---------------------------------------------------------------------------------------------------- history
-
-
-def history_to_plain(history: dict | None) -> dict[str, dict[str, list]]:
-    """scvi-tools' history (``{metric: DataFrame}``) as plain lists (safe for ``torch.load(weights_only=True)``)."""
-    out = {}
-    for key, frame in (history or {}).items():
-        out[str(key)] = {
-            "index": [int(i) for i in frame.index],
-            "index_name": str(frame.index.name or "epoch"),
-            "values": [float(v) for v in pd.to_numeric(frame.iloc[:, 0], errors="coerce")],
-        }
-    return out
-
-
-def history_from_plain(plain: dict) -> dict[str, pd.DataFrame]:
-    out = {}
-    for key, item in plain.items():
-        frame = pd.DataFrame({key: np.asarray(item["values"], dtype=float)}, index=pd.Index(item["index"]))
-        frame.index.name = item["index_name"]
-        out[key] = frame.astype(object)
-    return out
-
-
-def append_history(model, history: dict[str, pd.DataFrame]) -> None:
-    """Add one stage's history to ``model.history_`` the way scvi-tools' runner does after a fit."""
-    if model.is_trained_ and isinstance(model.history_, dict) and model.history_:
-        for key, val in model.history_.items():
-            if key not in history:
-                continue
-            new = history[key].copy()
-            new.index = np.arange(len(val), len(val) + len(new))
-            model.history_[key] = pd.concat([val, new])
-            model.history_[key].index.name = val.index.name
-    else:
-        model.history_ = {k: v.copy() for k, v in history.items()}
-
-
 # ---------------------------------------------------------------------------------------------------- callbacks
 
 
-class StageCheckpoint(SaveCheckpoint):
-    """Save a resumable Lightning checkpoint ``last.ckpt`` at the end of every training epoch, with the history.
-
-    A plain :class:`~lightning.pytorch.callbacks.ModelCheckpoint` in behaviour; it derives from scvi-tools'
-    :class:`~scvi.train.SaveCheckpoint` only because scvi-tools' ``Trainer`` enables checkpointing for that type
-    (whose own saves, scvi-tools model directories, cannot resume a fit).
-    """
-
-    def __init__(self, dirpath: str | os.PathLike):
-        ModelCheckpoint.__init__(
-            self,
-            dirpath=str(dirpath),
-            filename="last",
-            monitor=None,
-            save_top_k=1,
-            every_n_epochs=1,
-            save_on_train_epoch_end=True,
-            enable_version_counter=False,
-        )
-        self.load_best_on_end = False
-        self.check_nan_gradients = False
-        self.loss_is_nan = False
-
-    # back to Lightning's behaviour
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
-        return None
-
-    def _remove_checkpoint(self, trainer, filepath: str) -> None:
-        ModelCheckpoint._remove_checkpoint(self, trainer, filepath)
-
-    def _update_best_and_save(self, current, trainer, monitor_candidates) -> None:
-        ModelCheckpoint._update_best_and_save(self, current, trainer, monitor_candidates)
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        return None
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        return None
-
-    def on_exception(self, trainer, pl_module, exception) -> None:
-        return None
-
-    def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
-        trainer = getattr(self, "_trainer_ref", None)
-        if trainer is not None and trainer.logger is not None and trainer.is_global_zero:
-            history = history_to_plain(getattr(trainer.logger, "history", None))
-            # the training metrics of this epoch reach the logger only after the checkpoint is written
-            epoch = int(trainer.current_epoch)
-            for key, value in trainer.callback_metrics.items():
-                if "train" not in key:
-                    continue
-                item = history.setdefault(key, {"index": [], "index_name": "epoch", "values": []})
-                if epoch not in item["index"]:
-                    item["index"].append(epoch)
-                    item["values"].append(float(value))
-            state["sctbr_history"] = history
-        return state
-
-    def setup(self, trainer, pl_module, stage: str) -> None:
-        super().setup(trainer, pl_module, stage)
-        self._trainer_ref = trainer
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        state_dict = dict(state_dict)
-        plain = state_dict.pop("sctbr_history", None)
-        super().load_state_dict(state_dict)
-        trainer = getattr(self, "_trainer_ref", None)
-        if plain and trainer is not None and trainer.logger is not None and trainer.is_global_zero:
-            experiment = getattr(trainer.logger, "experiment", None)
-            data = getattr(experiment, "data", None)
-            if isinstance(data, dict):
-                data.update(history_from_plain(plain))
+def epoch_checkpoint(directory: str | os.PathLike) -> ModelCheckpoint:
+    """Lightning's checkpoint of the fit (``last.ckpt``: weights, optimiser, epoch, phases, history) every epoch."""
+    return ModelCheckpoint(
+        dirpath=str(directory),
+        filename="last",
+        monitor=None,
+        save_top_k=1,
+        every_n_epochs=1,
+        save_on_train_epoch_end=True,
+        enable_version_counter=False,
+    )
 
 
 class DivergenceCheck(Callback):
     """Stop a diverged fit (NaN or infinite weights or loss) at the end of the epoch where it happens."""
-
-    def __init__(self, stage: str, lr: float):
-        self.stage, self.lr = stage, float(lr)
 
     def _check(self, trainer, pl_module) -> None:
         module = pl_module.module
@@ -180,7 +70,8 @@ class DivergenceCheck(Callback):
         if loss is not None:
             finite = finite and bool(torch.isfinite(torch.as_tensor(loss)).all())
         if not finite:
-            raise DivergedError(self.stage, int(trainer.current_epoch), self.lr)
+            phase = pl_module.phase
+            raise DivergedError(phase.name, int(pl_module.phase_epoch), phase.lr)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._check(trainer, pl_module)
@@ -229,81 +120,41 @@ def keyboard_interrupts():
             signal.signal(signal.SIGINT, handler)
 
 
-# ---------------------------------------------------------------------------------------------------- stages
+# ---------------------------------------------------------------------------------------------------- directory
 
 
-class Checkpointer:
-    """Checkpoints of the stages of one :meth:`TBR.train` call in ``directory``.
+def checkpoint_path(directory: str | os.PathLike, resume: bool, config: dict) -> str | None:
+    """Prepare ``directory`` for the checkpoints of a fit; the checkpoint to resume from, if any.
 
-    Parameters
-    ----------
-    directory
-        Where the checkpoints go (created if needed).
-    resume
-        Continue from the checkpoints in ``directory`` (a fresh fit if there are none).
-    config
-        The settings of the fit; a resumed fit must have the same.
+    The fit's settings (``config``) are written next to the checkpoint; a resumed fit must have the same. Without
+    ``resume``, a directory that already holds a fit is refused.
     """
-
-    def __init__(self, directory: str | os.PathLike, resume: bool, config: dict):
-        self.dir = Path(directory)
-        self.resume = bool(resume)
-        self.config = json.loads(json.dumps(config, default=str))
-        self.counter = 0
-        # under DDP every process runs train(); only rank 0 writes, and the others read what it wrote
-        self.writer = is_rank_zero()
-        state_file = self.dir / _STATE_FILE
-        if state_file.exists():
-            saved = json.loads(state_file.read_text())
-            if not self.resume and self.writer:
-                raise FileExistsError(
-                    f"{self.dir} already holds the checkpoints of a fit. Pass resume=True to continue it, or a new "
-                    "(or empty) checkpoint_dir to start over."
-                )
-            diff = {k: (saved.get(k), v) for k, v in self.config.items() if saved.get(k) != v}
-            if diff:
-                listed = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in list(diff.items())[:8])
-                raise ValueError(
-                    f"The checkpoints in {self.dir} are from a fit with other settings ({listed}). Resume with the "
-                    "same model, data and train() arguments, or pass a new checkpoint_dir."
-                )
-        elif self.writer:
-            if self.resume:
-                logger.info("No checkpoint in %s: starting a fresh fit.", self.dir)
-            self.dir.mkdir(parents=True, exist_ok=True)
-            state_file.write_text(json.dumps(self.config, indent=1))
-
-    def next_stage(self, name: str) -> tuple[Path, Path]:
-        """``(directory of the epoch checkpoints, file of the finished stage)`` of the next stage."""
-        tag = f"stage{self.counter}_{name}"
-        self.counter += 1
-        return self.dir / tag, self.dir / f"{tag}.pt"
-
-    def run(self, model, name: str, fit, datamodule) -> None:
-        """Run ``fit(callbacks, ckpt_path)`` for the next stage, or replay the stage if it already finished."""
-        stage_dir, done = self.next_stage(name)
-        if self.resume and done.exists():
-            payload = torch.load(done, map_location="cpu", weights_only=True)
-            model.module.load_state_dict(payload["module"])
-            append_history(model, history_from_plain(payload["history"]))
-            model.train_indices = datamodule.train_idx
-            model.validation_indices = datamodule.val_idx
-            model.test_indices = datamodule.test_idx
-            model.module.eval()
-            model.is_trained_ = True
-            return
-        last = stage_dir / "last.ckpt"
-        ckpt_path = str(last) if self.resume and last.exists() else None
-        with warnings.catch_warnings():
-            # the stage's directory holds the checkpoint being resumed from
-            warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
-            history = fit([StageCheckpoint(stage_dir)], ckpt_path)
-        if not self.writer:
-            return
-        state = {k: v.detach().cpu() for k, v in model.module.state_dict().items()}
-        tmp = done.with_suffix(".tmp")
-        torch.save({"module": state, "history": history_to_plain(history)}, tmp)
-        os.replace(tmp, done)
+    directory = Path(directory)
+    config = json.loads(json.dumps(config, default=str))
+    # under DDP every process runs train(); only rank 0 writes, and the others read what it wrote
+    writer = is_rank_zero()
+    state_file = directory / _STATE_FILE
+    if state_file.exists():
+        saved = json.loads(state_file.read_text())
+        if not resume and writer:
+            raise FileExistsError(
+                f"{directory} already holds the checkpoints of a fit. Pass resume=True to continue it, or a new "
+                "(or empty) checkpoint_dir to start over."
+            )
+        diff = {k: (saved.get(k), v) for k, v in config.items() if saved.get(k) != v}
+        if diff:
+            listed = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in list(diff.items())[:8])
+            raise ValueError(
+                f"The checkpoints in {directory} are from a fit with other settings ({listed}). Resume with the "
+                "same model, data and train() arguments, or pass a new checkpoint_dir."
+            )
+    elif writer:
+        if resume:
+            logger.info("No checkpoint in %s: starting a fresh fit.", directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state_file.write_text(json.dumps(config, indent=1))
+    last = directory / "last.ckpt"
+    return str(last) if resume and last.exists() else None
 
 
 #: ``train()`` arguments that may change between an interrupted fit and its resumption.
@@ -326,15 +177,6 @@ def fit_config(model, settings: dict, plan_kwargs: dict | None, max_epochs: int)
         "lam": float(module.lam) if not isinstance(module.lam, str) else module.lam,
         "summary": str(getattr(model, "_model_summary_string", "")),
     }
-
-
-def stage_history(trainer) -> dict:
-    """The history of one stage's fit (scvi-tools writes it to disk under DDP)."""
-    from scvi.train._trainrunner import _safe_load_logger_history
-
-    if not trainer.is_global_zero:  # only rank 0 logs
-        return {}
-    return _safe_load_logger_history(trainer) or {}
 
 
 def is_rank_zero() -> bool:
@@ -366,11 +208,16 @@ def sync_from_rank_zero(module: torch.nn.Module) -> None:
             dist.broadcast(tensor, src=0)
 
 
+def is_ddp(trainer_kwargs: dict) -> bool:
+    """Whether the Trainer arguments ask for a DDP strategy."""
+    strategy = trainer_kwargs.get("strategy")
+    name = strategy if isinstance(strategy, str) else type(strategy).__name__ if strategy is not None else ""
+    return "ddp" in name.lower()
+
+
 def ddp_log_dir(common: dict) -> str | None:
     """A private directory for scvi-tools' on-disk history under DDP (it defaults to ``./lightning_logs``)."""
-    strategy = common.get("strategy")
-    name = strategy if isinstance(strategy, str) else type(strategy).__name__ if strategy is not None else ""
-    if "ddp" in name.lower() and not common.get("log_save_dir"):
+    if is_ddp(common) and not common.get("log_save_dir"):
         return tempfile.mkdtemp(prefix="sctbr_ddp_")
     return None
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 import torch
 from anndata import AnnData
 from scvi.data import AnnDataManager
@@ -20,9 +20,12 @@ from sctbr._validation import as_targets as _as_targets
 from sctbr._validation import check_setup as _check_setup
 from sctbr.model import _checkpoint as ckpt
 from sctbr.model._basis import refine_basis
-from sctbr.model._data import TBRDataModule, batch_from, max_abs, prepare_arrays
-from sctbr.model._lam import one_standard_error_rule
-from sctbr.model._module import TBRModule
+from sctbr.model._data import TBRDataModule, max_abs, prepare_arrays
+from sctbr.model._heads import encode, node_heads
+from sctbr.model._lam_path import check_lam_grid, select
+from sctbr.model._module import TBRModule, resolve_losses
+from sctbr.model._outputs import OutputsMixin
+from sctbr.model._phases import PhaseWork, phase_callbacks, plan_phases
 from sctbr.model._quiet import QuietTrainRunner
 from sctbr.model._trainingplan import TBRTrainingPlan
 from sctbr.model._transfer import TransferMixin
@@ -32,9 +35,6 @@ DEFAULT_LR = 3e-3
 DEFAULT_BATCH_SIZE = 128
 #: Default sparsity weight (relative to the standardised target's variance), chosen on simulations.
 DEFAULT_LAM = 1e-3
-#: The lambda path of ``lam="auto"``: 7 values, log-spaced from 1e-4 to 1e-1 (the target is standardised, so one
-#: grid serves every dataset).
-DEFAULT_LAM_GRID = tuple(float(v) for v in np.logspace(-4, -1, 7))
 
 
 def _max_epochs_heuristic(n_obs: int) -> int:
@@ -43,18 +43,7 @@ def _max_epochs_heuristic(n_obs: int) -> int:
     return int(np.clip(np.ceil(20_000 / steps_per_epoch), 20, 300))
 
 
-def check_inputs(x, what: str = "inputs") -> None:
-    """Raise a clear error for NaN or infinite inputs."""
-    values = x.data if sp.issparse(x) else np.asarray(x)
-    if values.size and not np.isfinite(values).all():
-        bad = int((~np.isfinite(values)).sum())
-        raise ValueError(
-            f"The {what} contain {bad} NaN or infinite values. Impute or drop them (e.g. "
-            "np.nan_to_num, or filter cells) before fitting."
-        )
-
-
-class TBR(TransferMixin, BaseModelClass):
+class TBR(OutputsMixin, TransferMixin, BaseModelClass):
     """Tree-Based Regularization: identifiable latents from environments linked by a tree.
 
     A shared MLP encoder maps inputs to ``n_latent`` standardised latents; each environment predicts the
@@ -153,7 +142,7 @@ class TBR(TransferMixin, BaseModelClass):
         self.environments_ = [str(c) for c in categories]
         self.targets_ = _as_targets(self.registry_["setup_args"]["target"])
         y = np.asarray(self.adata_manager.get_from_registry(Y_KEY), dtype=np.float64).reshape(adata.n_obs, -1)
-        self.losses_ = _resolve_losses(loss, y, self.targets_)
+        self.losses_ = resolve_losses(loss, y, self.targets_)
         #: The lambda in use: the chosen one after training with ``lam="auto"``.
         self.lam_ = float(DEFAULT_LAM if self._lam_auto else lam)
         #: With ``lam="auto"``, one row per lambda of the path (see :meth:`train`); ``None`` otherwise.
@@ -265,7 +254,7 @@ class TBR(TransferMixin, BaseModelClass):
         backed: Literal["load", "stream"] = "load",
         **trainer_kwargs,
     ) -> None:
-        """Train through Lightning (GPU when present, CPU otherwise) in three stages.
+        """Train through Lightning (GPU when present, CPU otherwise): one fit in three phases.
 
         1. **Fit**: ``fit_fraction`` of the epochs minimise the prediction error alone (Adam, cosine decay).
         2. **Basis refinement**: the prediction term is unchanged by any invertible linear map of the latents
@@ -277,10 +266,11 @@ class TBR(TransferMixin, BaseModelClass):
            steps, at ``sparsify_lr_factor * lr``, giving exact zeros in ``Delta``.
 
         With ``refine=False`` and ``fit_fraction=0`` this is the paper's plain recipe (penalised training from
-        the start). The baseline has no tree: it runs stage 1 only, for all epochs.
+        the start). The baseline has no tree: it runs phase 1 only, for all epochs. Each phase starts with fresh Adam
+        moments and its own cosine decay; one progress bar, labelled with the phase, covers the whole fit.
 
-        **Choosing lambda** (model built with ``lam="auto"``): stage 3 runs along ``lam_grid`` from the smallest
-        value up, each value warm-started from the previous solution (the first for the usual stage-3 epochs, each
+        **Choosing lambda** (model built with ``lam="auto"``): phase 3 runs along ``lam_grid`` from the smallest
+        value up, each value warm-started from the previous solution (the first for the usual phase-3 epochs, each
         further one for ``path_epochs * max_epochs`` epochs). After each, the data term (mean squared error on the
         standardised target; logistic loss for a binary target; summed over targets) is computed on every
         validation cell. The rule is the lasso's *one-standard-error rule*: keep the **largest** lambda whose mean
@@ -296,18 +286,18 @@ class TBR(TransferMixin, BaseModelClass):
         max_epochs
             Epochs in all; ``None`` picks about 20 000 optimiser steps, at most 300 epochs.
         lr
-            Initial learning rate of stage 1 (cosine decay to 5% of it within each stage).
+            Initial learning rate of phase 1 (cosine decay to 5% of it within each phase).
         batch_size
             Cells per batch.
         train_size, validation_size
             Fractions of every environment's cells for training and validation (stratified); the rest is a
             test set, in ``model.test_indices``.
         refine
-            Run stage 2.
+            Run the basis refinement (phase 2).
         fit_fraction
-            Fraction of the epochs spent in stage 1.
+            Fraction of the epochs spent in phase 1.
         sparsify_lr_factor
-            Learning rate of stage 3 relative to ``lr``.
+            Learning rate of phase 3 relative to ``lr``.
         lam_grid
             With ``lam="auto"``: the lambdas to try (default 7 values log-spaced from 1e-4 to 1e-1).
         path_epochs
@@ -315,19 +305,19 @@ class TBR(TransferMixin, BaseModelClass):
         accelerator, devices
             As in Lightning / scvi-tools.
         early_stopping
-            Stop a stage when the validation objective stops improving (``early_stopping_patience`` etc. can be
+            End a phase when the validation objective stops improving (``early_stopping_patience`` etc. can be
             passed as keyword arguments).
         random_state
             Seed of the split, the batch order and the refinement's starts.
         plan_kwargs
             Keyword arguments of :class:`~sctbr.model.TBRTrainingPlan`.
         checkpoint_dir
-            Save a checkpoint at the end of every epoch of every stage, and the weights of every finished stage,
-            in this directory (see :doc:`/scale`).
+            Save Lightning's checkpoint of the fit (``last.ckpt``) at the end of every epoch in this directory (see
+            :doc:`/scale`).
         resume
-            Continue the fit whose checkpoints are in ``checkpoint_dir`` (finished stages are replayed from their
-            files, the interrupted one continues from its last epoch); a fresh fit if there are none. The model,
-            data and arguments must be those of the interrupted fit. On CPU the result equals an uninterrupted fit.
+            Continue the fit whose checkpoint is in ``checkpoint_dir`` from its last finished epoch; a fresh fit if
+            there is none. The model, data and arguments must be those of the interrupted fit. On CPU the result
+            equals an uninterrupted fit.
         backed
             For a backed AnnData (``anndata.read_h5ad(path, backed="r")``): ``"load"`` reads the registered input
             columns into memory block by block (the file's other columns are never loaded); ``"stream"`` leaves
@@ -350,8 +340,7 @@ class TBR(TransferMixin, BaseModelClass):
         if not 0 <= fit_fraction <= 1:
             raise ValueError(f"`fit_fraction` must lie in [0, 1], got {fit_fraction}.")
         auto = self._lam_auto and not self.module.baseline
-        if auto:
-            grid = _check_lam_grid(lam_grid, validation_size, path_epochs)
+        grid = check_lam_grid(lam_grid, validation_size, path_epochs) if auto else None
         if backed not in ("load", "stream"):
             raise ValueError(f"`backed` must be 'load' or 'stream', got {backed!r}.")
         data = self._arrays(self.adata, backed=backed)
@@ -370,40 +359,50 @@ class TBR(TransferMixin, BaseModelClass):
             self.module.set_target_scale(y_train.mean(0).numpy(), y_train.std(0).numpy())
         if max_epochs is None:
             max_epochs = _max_epochs_heuristic(self.adata.n_obs)
-        trainer_kwargs.setdefault("early_stopping_monitor", "validation_loss")
+        ckpt_path = None
+        if checkpoint_dir is not None:
+            config = ckpt.fit_config(self, fit_settings, plan_kwargs, max_epochs)
+            ckpt_path = ckpt.checkpoint_path(checkpoint_dir, resume, config)
+        elif resume:
+            raise ValueError("`resume=True` needs the `checkpoint_dir` of the interrupted fit.")
+        plan_kwargs = dict(plan_kwargs or {})
+        # plan_kwargs' lr and max_epochs apply to every phase
+        phase_lr = plan_kwargs.pop("lr", None)
+        tree_model = not self.module.baseline
+        n_fit = max_epochs if not tree_model else int(round(fit_fraction * max_epochs))
+        phases = plan_phases(
+            max_epochs,
+            n_fit=n_fit,
+            lr=phase_lr or lr,
+            sparsify_lr=phase_lr or lr * (sparsify_lr_factor if n_fit > 0 else 1.0),
+            lam=self.module.lam,
+            grid=grid,
+            path_epochs=max(1, int(round(path_epochs * max_epochs))),
+            schedule=plan_kwargs.pop("max_epochs", None),
+        )
+        work = PhaseWork(self, data, datamodule, refine=refine and tree_model, path=auto, random_state=random_state)
+        plan = self._training_plan_cls(self.module, lr=phases[0].lr, phases=phases, **plan_kwargs)
+        callbacks = [work, ckpt.DivergenceCheck(), *phase_callbacks(trainer_kwargs, early_stopping)]
         if validation_size == 0:
             trainer_kwargs["limit_val_batches"] = 0
         else:
             # scvi-tools' Trainer validates only with early stopping unless told otherwise
             trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
-        common = {"accelerator": accelerator, "devices": devices, "early_stopping": early_stopping, **trainer_kwargs}
-        self._checkpointer = None
-        if checkpoint_dir is not None:
-            self._checkpointer = ckpt.Checkpointer(
-                checkpoint_dir, resume, ckpt.fit_config(self, fit_settings, plan_kwargs, max_epochs)
-            )
-        elif resume:
-            raise ValueError("`resume=True` needs the `checkpoint_dir` of the interrupted fit.")
-
-        tree_model = not self.module.baseline
-        n_fit = max_epochs if not tree_model else int(round(fit_fraction * max_epochs))
-        n_sparse = max_epochs - n_fit
+        trainer_kwargs["callbacks"] = [*(trainer_kwargs.get("callbacks") or []), *callbacks]
         lam = self.module.lam
         torch.manual_seed(int(random_state))
-        if n_fit > 0:
-            self.module.lam = 0.0
-            try:
-                self._run_stage(datamodule, n_fit, lr, plan_kwargs, common, stage="fit")
-            finally:
-                self.module.lam = lam
-        if tree_model and refine:
-            self.refinement_ = self._refine(data, datamodule.train_idx, random_state)
-        stage_lr = lr * (sparsify_lr_factor if n_fit > 0 else 1.0)
+        try:
+            self._run_fit(plan, datamodule, accelerator, devices, checkpoint_dir, ckpt_path, trainer_kwargs)
+            work.finish(plan)
+        finally:
+            self.module.lam = lam
+        if work.refinement is not None:
+            self.refinement_ = work.refinement
         if auto:
-            n_path = max(1, int(round(path_epochs * max_epochs)))
-            self._lam_path(data, datamodule, grid, max(n_sparse, n_path), n_path, stage_lr, plan_kwargs, common)
-        elif n_sparse > 0:
-            self._run_stage(datamodule, n_sparse, stage_lr, plan_kwargs, common, stage="sparsify")
+            chosen, self.lam_path_ = select(work.rows)
+            self.module.load_state_dict(work.states[chosen])
+            self.module.lam = float(grid[chosen])
+        self.module.eval()
         self.lam_ = float(self.module.lam) if not self.module.baseline else 0.0
         if not self._finite():
             self.is_trained_ = False
@@ -412,116 +411,55 @@ class TBR(TransferMixin, BaseModelClass):
                 "the inputs are scaled (log-normalised expression, not raw counts), or reduce `lam`."
             )
 
-    def _run_stage(self, datamodule, epochs: int, lr: float, plan_kwargs, common: dict, stage: str) -> None:
-        kwargs = dict(plan_kwargs or {})
-        kwargs.setdefault("lr", lr)
-        kwargs.setdefault("max_epochs", epochs)
-        plan = self._training_plan_cls(self.module, **kwargs)
+    def _run_fit(self, plan, datamodule, accelerator, devices, checkpoint_dir, ckpt_path, trainer_kwargs) -> None:
+        """One Lightning fit over all phases (resumed from ``ckpt_path`` if given)."""
         # DDP broadcasts buffers, and cannot broadcast sparse ones (the path matrix is the same on every process)
         plan._ddp_params_and_buffers_to_ignore = [f"module.{n}" for n, b in self.module.named_buffers() if b.is_sparse]
-
-        def fit(callbacks: list, ckpt_path: str | None) -> dict:
-            stage_kwargs = {**common, "callbacks": [*(common.get("callbacks") or []), *callbacks]}
-            stage_kwargs["callbacks"].append(ckpt.DivergenceCheck(stage, plan.lr))
-            if ckpt_path is not None:
-                stage_kwargs["ckpt_path"] = ckpt_path
-            log_dir = ckpt.ddp_log_dir(stage_kwargs)
-            if log_dir is not None:
-                stage_kwargs["log_save_dir"] = log_dir
-            try:
-                runner = self._train_runner_cls(
-                    self, training_plan=plan, data_splitter=datamodule, max_epochs=epochs, **stage_kwargs
-                )
-                with ckpt.keyboard_interrupts():
-                    runner()
-                ckpt.sync_from_rank_zero(self.module)
-                if not self._finite():
-                    raise ckpt.DivergedError(stage, epochs - 1, plan.lr)
-                return ckpt.stage_history(runner.trainer)
-            except ckpt.DivergedError as err:
-                self.is_trained_ = False
-                scale = max_abs(datamodule.data[X_KEY])
-                raise ckpt.DivergedError(err.stage, err.epoch, err.lr, scale) from None
-            except BaseException:
-                self.is_trained_ = False
-                raise
-            finally:
-                ckpt.remove_dir(log_dir)
-
-        checkpointer = getattr(self, "_checkpointer", None)
-        if checkpointer is None:
-            fit([], None)
-        else:
-            checkpointer.run(self, stage, fit, datamodule)
-
-    def _lam_path(self, data, datamodule, grid, first_epochs, n_path, stage_lr, plan_kwargs, common) -> None:
-        """Stage 3 along a warm-started lambda path; keep the largest lambda within one SE of the best error."""
-        rows, states = [], []
-        for i, lam in enumerate(grid):
-            epochs = first_epochs if i == 0 else n_path
-            self.module.lam = float(lam)
-            self._run_stage(datamodule, epochs, stage_lr, plan_kwargs, common, stage="sparsify")
-            err = self._cell_losses(data, datamodule.val_idx)
-            with torch.no_grad():
-                penalty = float(self.module.penalty_value())
-                zeros = float((self.module.delta == 0).float().mean())
-            rows.append(
-                {
-                    "lam": float(lam),
-                    "validation_mse": float(err.mean()),
-                    "validation_mse_se": float(err.std(ddof=1) / np.sqrt(len(err))) if len(err) > 1 else 0.0,
-                    "penalty": penalty,
-                    "validation_objective": float(err.mean()) + penalty,
-                    "zero_fraction": zeros,
-                    "epochs": int(epochs),
-                }
+        kwargs = {**trainer_kwargs, "accelerator": accelerator, "devices": devices, "early_stopping": False}
+        if ckpt_path is not None:
+            kwargs["ckpt_path"] = ckpt_path
+        log_dir = ckpt.ddp_log_dir(kwargs)
+        if log_dir is not None:
+            kwargs["log_save_dir"] = log_dir
+        try:
+            runner = self._train_runner_cls(
+                self, training_plan=plan, data_splitter=datamodule, max_epochs=plan.phases[-1].end, **kwargs
             )
-            states.append({k: v.detach().clone() for k, v in self.module.state_dict().items()})
-        path = pd.DataFrame(rows)
-        chosen = one_standard_error_rule(path["validation_mse"].to_numpy(), path["validation_mse_se"].to_numpy())
-        path["selected"] = np.arange(len(path)) == chosen
-        self.module.load_state_dict(states[chosen])
-        self.module.lam = float(grid[chosen])
-        self.lam_path_ = path
-
-    @torch.no_grad()
-    def _cell_losses(self, data: dict, idx: np.ndarray, batch_size: int = 8192) -> np.ndarray:
-        """Each cell's data term (standardised squared error or logistic loss, summed over targets)."""
-        module = self.module
-        module.eval()
-        device = next(module.parameters()).device
-        idx = torch.as_tensor(np.asarray(idx, dtype=np.int64))
-        out = []
-        for start in range(0, len(idx), batch_size):
-            b = {k: v.to(device) for k, v in batch_from(data, idx[start : start + batch_size]).items()}
-            _, _, losses = module(b)
-            out.append(next(iter(losses.reconstruction_loss.values())).detach().cpu().numpy())
-        return np.concatenate(out).astype(np.float64) if out else np.empty(0)
+            if checkpoint_dir is not None:
+                # a plain Lightning checkpoint; added after scvi-tools' Trainer, which only accepts its own kind
+                runner.trainer.callbacks.append(ckpt.epoch_checkpoint(checkpoint_dir))
+            with ckpt.keyboard_interrupts(), warnings.catch_warnings():
+                # the directory holds the checkpoint being resumed from
+                warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+                runner()
+            ckpt.sync_from_rank_zero(self.module)
+            if not self._finite():
+                phase = plan.phases[-1]
+                raise ckpt.DivergedError(phase.name, phase.epochs - 1, phase.lr)
+        except ckpt.DivergedError as err:
+            self.is_trained_ = False
+            scale = max_abs(datamodule.data[X_KEY])
+            raise ckpt.DivergedError(err.stage, err.epoch, err.lr, scale) from None
+        except BaseException:
+            self.is_trained_ = False
+            raise
+        finally:
+            ckpt.remove_dir(log_dir)
 
     @torch.no_grad()
     def _refine(self, data: dict, train_idx: np.ndarray, random_state: int) -> dict:
         """Stage 2: move the latents to the basis (and unobserved heads to the values) with the sparsest changes."""
         module = self.module
-        module.eval()
-        device = next(module.parameters()).device
-        idx = torch.as_tensor(train_idx)
-        z = []
-        for start in range(0, len(idx), 8192):
-            b = batch_from(data, idx[start : start + 8192])
-            z.append(module.inference(b[X_KEY].to(device))["z"].cpu().numpy())
-        z = np.concatenate(z).astype(np.float64)
+        z = encode(module, data, train_idx).astype(np.float64)
         corr = np.atleast_2d(np.corrcoef(z.T))
         tree = self.tree
         parent_index = np.array([-1] + [tree.node_index([p])[0] for p, _ in tree.arcs], dtype=int)
         # environments without training cells (e.g. unused categories) have free heads, like internal nodes
         present = np.unique(data[ENV_KEY].numpy()[np.asarray(train_idx)])
         observed = np.isin(np.asarray(tree.nodes), [self.environments_[i] for i in present])
-        n_targets, d = module.n_targets, module.n_latent
-        w0 = module.w0.detach().cpu().numpy().astype(np.float64).reshape(n_targets, d)
-        delta = module.delta.detach().cpu().numpy().astype(np.float64).reshape(-1, n_targets, d)
-        paths = tree.path_matrix()
+        n_targets = module.n_targets
         # (targets x nodes x latents); a single target keeps the 2-D form
-        node_w = np.stack([w0[t][None, :] + np.asarray(paths @ delta[:, t]) for t in range(n_targets)])
+        node_w = np.ascontiguousarray(node_heads(module, tree).transpose(1, 0, 2))
         if n_targets == 1:
             node_w = node_w[0]
         m, v, value, start_value = refine_basis(
@@ -541,222 +479,3 @@ class TBR(TransferMixin, BaseModelClass):
 
     def _finite(self) -> bool:
         return all(torch.isfinite(p).all() for p in self.module.parameters())
-
-    # -- outputs ----------------------------------------------------------------------------------------------
-    @torch.inference_mode()
-    def _run(self, adata: AnnData | None, what: str, batch_size: int = 8192) -> np.ndarray:
-        if adata is not None:
-            ckpt.check_input_names(adata, getattr(self, "input_names_", None), None, self.registry_)
-        adata = self._validate_anndata(adata)
-        data = self._arrays(adata, with_target=False)
-        self.module.eval()
-        device = next(self.module.parameters()).device
-        out = []
-        n = data[ENV_KEY].shape[0]
-        for start in range(0, n, batch_size):
-            b = batch_from(data, torch.arange(start, min(n, start + batch_size)))
-            x, env = b[X_KEY].to(device), b[ENV_KEY].to(device)
-            if what == "latent":
-                out.append(self.module.inference(x)["z"].cpu().numpy())
-            else:
-                out.append(self.module.predict_target(x, env).cpu().numpy())
-        return np.concatenate(out) if out else np.empty((0,))
-
-    def get_latent_representation(self, adata: AnnData | None = None, batch_size: int = 8192) -> np.ndarray:
-        """Standardised latents (cells x n_latent) of ``adata`` (default: the training AnnData).
-
-        Cells of environments without training cells (new cell types) are encoded too: the latents do not depend
-        on the environment.
-        """
-        self._check_if_trained(warn=False)
-        if self._unseen_environments(adata):
-            return self._encode(adata, batch_size).astype(np.float32)
-        return self._run(adata, "latent", batch_size)
-
-    def predict(
-        self,
-        adata: AnnData | None = None,
-        batch_size: int = 8192,
-        *,
-        environment: str | None = None,
-        parent: str | None = None,
-        rule: Literal["nearest", "own"] = "nearest",
-    ) -> np.ndarray:
-        """Predicted target of every cell, from its environment's head, on the target's original scale.
-
-        For a binary target (logistic loss) the probability of 1. With several targets, cells x targets (columns
-        in the order of ``model.targets_``).
-
-        Parameters
-        ----------
-        adata
-            Cells to predict (default: the training AnnData).
-        batch_size
-            Cells per forward pass.
-        environment
-            ``None``: each cell with the head of its own environment (the registered ``groupby`` column; every
-            environment must have training cells). A node name: every cell of ``adata`` with the head for that
-            environment (see :doc:`/transfer`): its adapted head if :meth:`adapt` fitted one, otherwise, with
-            ``rule="nearest"``, the head of the closest environment with training cells (or an adapted head) in
-            the tree (:meth:`nearest_observed`; ties go to the first node in breadth-first order, i.e. to an
-            ancestor), the paper's rule for unseen cell types. ``adata``'s ``groupby`` column is then not read
-            and nothing is written into ``adata``.
-        parent
-            For an ``environment`` that is not a node of the model's tree: the node it attaches to.
-        rule
-            ``"nearest"`` (above), or ``"own"``: the node's own head in the tree (for an internal or unobserved
-            node, the value training left it; for a new node, its parent's head, i.e. no change on the new arc).
-
-        Examples
-        --------
-        >>> import sctbr
-        >>> adata = sctbr.datasets.simulate(depth=2, n_obs_per_env=100, random_state=0)
-        >>> train = adata[adata.obs["environment"] != "n11"].copy()
-        >>> sctbr.model.TBR.setup_anndata(train, target="y", groupby="environment")
-        >>> model = sctbr.model.TBR(train, tree=adata.uns["environment_tree"], n_latent=5)
-        >>> model.train(max_epochs=20)  # doctest: +SKIP
-        >>> new = adata[adata.obs["environment"] == "n11"]
-        >>> y_hat = model.predict(new, environment="n11")  # doctest: +SKIP
-        """
-        self._check_if_trained(warn=False)
-        if environment is not None:
-            return self._predict_environment(adata, environment, parent, rule, batch_size)
-        if parent is not None:
-            raise ValueError("`parent` only applies with `environment=`: give the name of the new environment too.")
-        self._check_known_environments(adata)
-        return self._run(adata, "predict", batch_size)
-
-    def get_environment_weights(self, target: str | None = None) -> pd.DataFrame:
-        """Head of every tree node (internal nodes included), in target units per standard deviation of a latent.
-
-        For a binary target, in log-odds per standard deviation of a latent. With several targets, ``target``
-        picks one; ``None`` returns all, with a (target, node) row index.
-        """
-        m = self.module
-        n_targets, d = m.n_targets, m.n_latent
-        with torch.no_grad():
-            w0 = m.w0.cpu().numpy().astype(np.float64).reshape(n_targets, d)
-            delta = m.delta.cpu().numpy().astype(np.float64).reshape(-1, n_targets, d)
-            scale = m.y_std.cpu().numpy().astype(np.float64)
-        frames = []
-        for t in range(n_targets):
-            if m.baseline:
-                weights = np.repeat(w0[t][None, :], self.tree.n_nodes, axis=0)
-            else:
-                # the tree may be larger than the arcs known to the module only for the baseline; here they agree
-                weights = w0[t][None, :] + np.asarray(self.tree.path_matrix() @ delta[:, t])
-            frames.append(pd.DataFrame(weights * scale[t], index=list(self.tree.nodes), columns=self._latent_names()))
-        return self._by_target(frames, target, "node")
-
-    def get_deltas(self, target: str | None = None) -> pd.DataFrame:
-        """Change of the head along every arc (arcs x latents), exact zeros where nothing changed.
-
-        With several targets, ``target`` picks one; ``None`` returns all, with a (target, arc) row index.
-        """
-        m = self.module
-        n_targets, d = m.n_targets, m.n_latent
-        with torch.no_grad():
-            delta = m.delta.cpu().numpy().astype(np.float64).reshape(-1, n_targets, d)
-            scale = m.y_std.cpu().numpy().astype(np.float64)
-        frames = []
-        for t in range(n_targets):
-            values = np.zeros((self.tree.n_arcs, d)) if m.baseline else delta[:, t] * scale[t]
-            frames.append(pd.DataFrame(values, index=list(self.tree.arc_labels), columns=self._latent_names()))
-        return self._by_target(frames, target, "arc")
-
-    def _by_target(self, frames: list[pd.DataFrame], target: str | None, level: str) -> pd.DataFrame:
-        if target is not None:
-            if target not in self.targets_:
-                raise KeyError(f"Target {target!r} is not one of the model's targets {self.targets_}.")
-            return frames[self.targets_.index(target)]
-        if len(frames) == 1:
-            return frames[0]
-        return pd.concat(frames, keys=self.targets_, names=["target", level])
-
-    def _latent_names(self) -> list[str]:
-        return [f"latent_{i}" for i in range(self.module.n_latent)]
-
-    # -- save / load --------------------------------------------------------------------------------------------
-    def save(self, dir_path: str, *args, **kwargs) -> None:
-        """Save the model (scvi-tools' :meth:`~scvi.model.base.BaseModelClass.save`), recording the sctbr version.
-
-        Parameters
-        ----------
-        dir_path
-            Directory to write (``overwrite=True`` to replace one).
-        *args, **kwargs
-            As in scvi-tools' ``save`` (``prefix``, ``overwrite``, ``save_anndata``, ...).
-
-        Examples
-        --------
-        >>> model.save("my_model/", overwrite=True)  # doctest: +SKIP
-        >>> model = sctbr.model.TBR.load("my_model/", adata=adata)  # doctest: +SKIP
-        """
-        self.sctbr_version_ = ckpt.current_version()
-        super().save(dir_path, *args, **kwargs)
-
-    @classmethod
-    def load(cls, dir_path: str, adata: AnnData | None = None, *args, prefix: str | None = None, **kwargs):
-        """Load a saved model (scvi-tools' :meth:`~scvi.model.base.BaseModelClass.load`).
-
-        Refuses, with the reason, a file written by an sctbr version the installed one cannot read (a newer minor
-        version, a version before 0.1.0, or none recorded), and an ``adata`` whose genes differ from the model's
-        inputs (missing genes; for a model using all genes also other or reordered genes), before anything is
-        written into ``adata``.
-
-        Parameters
-        ----------
-        dir_path
-            Directory written by :meth:`save`.
-        adata
-            AnnData with the model's inputs, registered like the training data (``None``: the AnnData saved with the
-            model, if any).
-        *args, prefix, **kwargs
-            As in scvi-tools' ``load`` (``accelerator``, ``device``, ``prefix``, ...).
-
-        Returns
-        -------
-        The loaded :class:`TBR`.
-
-        Examples
-        --------
-        >>> model = sctbr.model.TBR.load("my_model/", adata=adata)  # doctest: +SKIP
-        """
-        ckpt.check_saved_model(dir_path, prefix, adata)
-        with ckpt.quiet_var_names_warning():
-            return super().load(dir_path, adata, *args, prefix=prefix, **kwargs)
-
-
-def _check_lam_grid(lam_grid, validation_size: float, path_epochs: float) -> np.ndarray:
-    """Validate the ``lam="auto"`` settings before any training; returns the sorted grid."""
-    if not validation_size or validation_size <= 0:
-        raise ValueError(
-            "lam='auto' chooses lambda on the validation cells, and validation_size is 0. Pass validation_size > 0 "
-            "(e.g. 0.2) or a fixed lam (e.g. lam=1e-3)."
-        )
-    grid = np.asarray(DEFAULT_LAM_GRID if lam_grid is None else lam_grid, dtype=float).reshape(-1)
-    if len(grid) < 2 or not np.isfinite(grid).all() or (grid < 0).any():
-        raise ValueError(f"`lam_grid` must hold at least two finite non-negative values, got {lam_grid!r}.")
-    if not 0 < path_epochs <= 1:
-        raise ValueError(f"`path_epochs` must lie in (0, 1] (a fraction of max_epochs), got {path_epochs}.")
-    return np.unique(grid)
-
-
-def _resolve_losses(loss, y: np.ndarray, targets: list[str]) -> list[str]:
-    """Loss per target: ``"auto"`` is logistic for 0/1 targets, squared error otherwise."""
-    losses = [loss] * len(targets) if isinstance(loss, str) else list(loss)
-    if len(losses) != len(targets):
-        raise ValueError(f"`loss` gives {len(losses)} values for {len(targets)} targets {targets}.")
-    out = []
-    for name, kind, col in zip(targets, losses, y.T, strict=True):
-        if kind not in ("auto", "mse", "logistic"):
-            raise ValueError(f"`loss` must be 'auto', 'mse' or 'logistic', got {kind!r}.")
-        binary = bool(np.isin(col, (0.0, 1.0)).all())
-        if kind == "logistic" and not binary:
-            others = np.unique(col[~np.isin(col, (0.0, 1.0))])[:5]
-            raise ValueError(
-                f"loss='logistic' needs a 0/1 target, and {name!r} has other values (e.g. {list(others)}). Use "
-                "loss='mse', or make the target binary (e.g. (adata.obs[target] > threshold).astype(float))."
-            )
-        out.append("logistic" if kind == "logistic" or (kind == "auto" and binary) else "mse")
-    return out

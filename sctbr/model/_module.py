@@ -299,3 +299,23 @@ class TBRModule(BaseModuleClass):
         if self._logistic:
             out = torch.where(self.logistic_mask, torch.sigmoid(pred), out)
         return out
+
+
+def resolve_losses(loss, y: np.ndarray, targets: list[str]) -> list[str]:
+    """Loss per target: ``"auto"`` is logistic for 0/1 targets, squared error otherwise."""
+    losses = [loss] * len(targets) if isinstance(loss, str) else list(loss)
+    if len(losses) != len(targets):
+        raise ValueError(f"`loss` gives {len(losses)} values for {len(targets)} targets {targets}.")
+    out = []
+    for name, kind, col in zip(targets, losses, y.T, strict=True):
+        if kind not in ("auto", "mse", "logistic"):
+            raise ValueError(f"`loss` must be 'auto', 'mse' or 'logistic', got {kind!r}.")
+        binary = bool(np.isin(col, (0.0, 1.0)).all())
+        if kind == "logistic" and not binary:
+            others = np.unique(col[~np.isin(col, (0.0, 1.0))])[:5]
+            raise ValueError(
+                f"loss='logistic' needs a 0/1 target, and {name!r} has other values (e.g. {list(others)}). Use "
+                "loss='mse', or make the target binary (e.g. (adata.obs[target] > threshold).astype(float))."
+            )
+        out.append("logistic" if kind == "logistic" or (kind == "auto" and binary) else "mse")
+    return out

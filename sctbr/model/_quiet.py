@@ -1,15 +1,15 @@
 """Quiet fits: Lightning's banners and tips, and scvi-tools' misleading failure message, kept out of sctbr's fits.
 
-Applied around each training stage only (the Trainer's construction and its run), and restored afterwards, so
-that Lightning and scvi-tools used outside sctbr behave as usual:
+Applied around each fit only (the Trainer's construction and its one run over all phases), and restored
+afterwards, so that Lightning and scvi-tools used outside sctbr behave as usual:
 
 - Lightning's info messages (``GPU available: ...``, ``TPU available: ...``, the ``litlogger`` tip, ```Trainer.fit`
-  stopped```, repeated for every stage) are hidden while ``scanpy.settings.verbosity`` is below ``debug``
-  (loggers ``lightning.pytorch``/``lightning.fabric`` raised to WARNING for the stage);
+  stopped```) are hidden while ``scanpy.settings.verbosity`` is below ``debug``
+  (loggers ``lightning.pytorch``/``lightning.fabric`` raised to WARNING for the fit);
 - its tips issued as warnings (the number of training batches smaller than the logging interval, few data-loader
-  workers, an unused GPU, modules in eval mode when a later stage starts: the training plan switches them to
-  train mode in ``on_train_start``) and the deprecation warnings of torch's pytree that Lightning triggers
-  (``isinstance(treespec, LeafSpec)``) are filtered for the stage, likewise below ``debug``;
+  workers, an unused GPU, modules in eval mode at the start of a model trained before: the training plan switches
+  them to train mode in ``on_train_start``) and the deprecation warnings of torch's pytree that Lightning triggers
+  (``isinstance(treespec, LeafSpec)``) are filtered for the fit, likewise below ``debug``;
 - scvi-tools' ``TrainRunner`` prints ``Exception raised during training. <class 'NameError'> <error>`` before
   re-raising any error from ``Trainer.fit`` (it prints the class ``NameError`` itself, whatever the error). That
   line is always dropped; the real error propagates unchanged, with its traceback.
@@ -33,7 +33,7 @@ LIGHTNING_WARNINGS = (
     (r"The number of training batches .* is smaller than the logging interval", Warning),
     (r"The '\w+' does not have many workers", Warning),
     (r"GPU available but not used", Warning),
-    # stage 2 starts from scvi-tools' eval mode; TBRTrainingPlan.on_train_start switches the module to train mode
+    # a module trained before starts in scvi-tools' eval mode; TBRTrainingPlan.on_train_start switches it to train mode
     (r"Found \d+ module\(s\) in eval mode at the start of training", Warning),
     (r"TPU available but not used", Warning),
     (r".*isinstance\(treespec, LeafSpec\)` is deprecated", Warning),
@@ -108,7 +108,7 @@ def no_scvi_failure_print() -> Iterator[None]:
 
 @contextmanager
 def quiet_training() -> Iterator[None]:
-    """Everything above, for one stage of a fit."""
+    """Everything above, for one fit (all its phases)."""
     with ExitStack() as stack:
         stack.enter_context(no_scvi_failure_print())
         if not _verbose():

@@ -1,13 +1,33 @@
-"""Training plan for TBR: Adam on the smooth loss, proximal (soft-threshold) steps for the penalty."""
+"""Training plan for TBR: Adam on the smooth loss, proximal (soft-threshold) steps for the penalty, in phases."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 
 import torch
 from scvi.train import TrainingPlan
 
 from sctbr.model._module import TBRModule
+
+
+@dataclass
+class Phase:
+    """One phase of a fit: epochs ``[start, start + epochs)`` at learning rate ``lr`` and sparsity weight ``lam``.
+
+    ``schedule`` is the length of the phase's cosine decay (its planned epochs; early stopping may end it sooner).
+    """
+
+    name: str
+    start: int
+    epochs: int
+    lr: float
+    lam: float
+    schedule: int
+
+    @property
+    def end(self) -> int:
+        return self.start + self.epochs
 
 
 class TBRTrainingPlan(TrainingPlan):
@@ -20,6 +40,12 @@ class TBRTrainingPlan(TrainingPlan):
     every ``reweight_every`` epochs after ``warmup_epochs`` (iteratively reweighted l1, an l0-like penalty).
     The learning rate follows a cosine decay to ``lr * lr_min_factor``.
 
+    A fit runs in **phases** (:class:`Phase`; :meth:`sctbr.model.TBR.train` sets them: fit with ``lam = 0``, then
+    sparsify, or one sparsify phase per lambda of a path). Each phase starts with a fresh Adam state and its own
+    cosine decay from the phase's learning rate, and sets the module's ``lam``; the batch order of a phase's
+    epochs is that of a fit of its own (:attr:`phase_epoch`). All of it is a function of the epoch and the phases,
+    which are saved in the checkpoint, so a fit resumed from a Lightning checkpoint continues exactly.
+
     Parameters
     ----------
     module
@@ -31,13 +57,15 @@ class TBRTrainingPlan(TrainingPlan):
         ``1e-3`` regularises the encoder where cells are few (it overfits otherwise: training error far below
         validation error); measured on ``benchmarks/small_data.py`` (see :doc:`/training`).
     max_epochs
-        Length of the cosine schedule (set by the model from ``train(max_epochs=...)``).
+        Length of the cosine schedule of a single phase (when ``phases`` is not given).
     lr_min_factor
         Final learning rate as a fraction of ``lr``.
     warmup_epochs
         Epochs before the first reweighting of the log penalty.
     reweight_every
         Epochs between reweightings.
+    phases
+        The phases of the fit; ``None``: one phase of ``max_epochs`` epochs at ``lr`` with the module's ``lam``.
 
     Examples
     --------
@@ -49,8 +77,8 @@ class TBRTrainingPlan(TrainingPlan):
     >>> tree = EnvironmentTree.coerce({"A": "root", "B": "root"})
     >>> module = TBRModule(n_input=10, n_latent=3, env_paths=tree.path_matrix(["A", "B"]), hidden=(16,))
     >>> plan = TBRTrainingPlan(module, lr=1e-3, max_epochs=10)
-    >>> sorted(plan.configure_optimizers())
-    ['lr_scheduler', 'optimizer']
+    >>> [p.name for p in plan.phases]
+    ['fit']
     """
 
     def __init__(
@@ -63,15 +91,63 @@ class TBRTrainingPlan(TrainingPlan):
         lr_min_factor: float = 0.05,
         warmup_epochs: int = 50,
         reweight_every: int = 20,
+        phases: list[Phase] | None = None,
         **kwargs,
     ):
         super().__init__(module, lr=lr, weight_decay=weight_decay, eps=1e-8, **kwargs)
-        self.max_epochs_schedule = int(max_epochs)
         self.lr_min_factor = float(lr_min_factor)
         self.warmup_epochs = int(warmup_epochs)
         self.reweight_every = max(1, int(reweight_every))
+        if phases is None:
+            phases = [Phase("fit", 0, int(max_epochs), float(lr), float(module.lam), int(max_epochs))]
+        self.phases = list(phases)
         self._sums: dict[str, torch.Tensor] = {}
         self.automatic_optimization = False
+
+    # -- phases -----------------------------------------------------------------------------------------------
+    def phase_index(self, epoch: int | None = None) -> int:
+        """Index of the phase of ``epoch`` (default: the current epoch); past the end, the last phase."""
+        epoch = self.current_epoch if epoch is None else epoch
+        return next((i for i, p in enumerate(self.phases) if epoch < p.end), len(self.phases) - 1)
+
+    @property
+    def phase(self) -> Phase:
+        return self.phases[self.phase_index()]
+
+    @property
+    def phase_epoch(self) -> int:
+        """The current epoch counted from the start of its phase (it sets the phase's batch order)."""
+        return self.current_epoch - self.phase.start
+
+    def lr_at(self, epoch: int) -> float:
+        """Learning rate of ``epoch``: cosine decay from the phase's ``lr`` to ``lr * lr_min_factor``."""
+        phase = self.phases[self.phase_index(epoch)]
+        total = max(1, phase.schedule)
+        t = min(epoch - phase.start, total) / total
+        return phase.lr * (self.lr_min_factor + (1 - self.lr_min_factor) * 0.5 * (1 + math.cos(math.pi * t)))
+
+    def end_phase(self, epoch: int) -> bool:
+        """End the current phase after ``epoch`` (early stopping); later phases move up. False for the last phase."""
+        i = self.phase_index(epoch)
+        if i == len(self.phases) - 1:
+            self.phases[i].epochs = epoch + 1 - self.phases[i].start
+            return False
+        shift = self.phases[i].end - (epoch + 1)
+        self.phases[i].epochs -= shift
+        for p in self.phases[i + 1 :]:
+            p.start -= shift
+        self.trainer.fit_loop.max_epochs = self.phases[-1].end
+        return True
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["sctbr_phases"] = [asdict(p) for p in self.phases]
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        phases = checkpoint.get("sctbr_phases")
+        if phases:
+            self.phases = [Phase(**p) for p in phases]
+            if self._trainer is not None:
+                self.trainer.fit_loop.max_epochs = self.phases[-1].end
 
     # Lean steps: the stock plan computes ELBO metrics a regression model does not have, and Lightning's
     # ``self.log`` costs about a millisecond per call, more than a whole step of this small network. Sums are
@@ -115,9 +191,6 @@ class TBRTrainingPlan(TrainingPlan):
 
     def on_train_epoch_end(self):
         self._log_epoch("train", "train_loss")
-        scheduler = self.lr_schedulers()
-        if scheduler is not None:
-            scheduler.step()
 
     def on_validation_epoch_end(self):
         self._log_epoch("validation", "validation_loss")
@@ -128,7 +201,17 @@ class TBRTrainingPlan(TrainingPlan):
         self.module.train()
 
     def on_train_epoch_start(self):
-        epoch = self.current_epoch
+        phase = self.phase
+        # as if every phase were a fit of its own: fresh Adam moments, its lam, its own cosine decay
+        self.module.lam = phase.lam
+        self.module.train()  # refinement and scoring between phases run in eval mode
+        opt = self.optimizers()
+        opt = opt.optimizer if hasattr(opt, "optimizer") else opt
+        if self.current_epoch == phase.start:
+            opt.state.clear()
+        for group in opt.param_groups:
+            group["lr"] = self.lr_at(self.current_epoch)
+        epoch = self.phase_epoch
         if epoch >= self.warmup_epochs and (epoch - self.warmup_epochs) % self.reweight_every == 0 and epoch > 0:
             self.module.reweight()
 
@@ -154,15 +237,7 @@ class TBRTrainingPlan(TrainingPlan):
                 lr=self.lr,
                 eps=self.eps,
             )
-        total = max(1, self.max_epochs_schedule)
-        floor = self.lr_min_factor
-
-        def cosine(epoch: int) -> float:
-            t = min(epoch, total) / total
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return optimizer
 
     @torch.no_grad()
     def _proximal(self, optimizer) -> None:

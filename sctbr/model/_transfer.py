@@ -5,11 +5,8 @@
 * :meth:`TBR.predict` with ``environment=`` (and ``parent=`` for a node that is not in the tree): every cell is
   predicted with the head of the closest environment that has a trained head (the paper's rule, Fig. 4b), or with
   the head of a given node;
-* :meth:`TBR.adapt`: few-shot adaptation to a new environment. With the encoder (hence the latents) and every
-  other weight frozen, fitting the new arc's sparse change ``Delta`` is a small convex problem, an l1-penalised
-  regression on the latents with the parent's head as offset. It is solved exactly (coordinate descent for a
-  squared-error target, accelerated proximal gradient for a binary one), so the result is deterministic and has
-  exact zeros;
+* :meth:`TBR.adapt`: few-shot adaptation to a new environment, the new arc's sparse change ``Delta`` with every
+  other weight frozen: a small convex problem solved exactly (:mod:`sctbr.model._sparse_arc`);
 * :meth:`TBR.nearest_observed`: the node whose head the nearest-environment rule uses.
 
 Adapted heads live in ``model.adapted_heads_``, a plain dict that scvi-tools' ``save``/``load`` keep (every model
@@ -20,156 +17,26 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 import torch
 from anndata import AnnData
 
 from sctbr._constants import ENV_KEY, Y_KEY
 from sctbr._tree import EnvironmentTree, UnknownNodeError, _fmt_names
-from sctbr.model._lam import one_standard_error_rule
+from sctbr.model._backed import BackedRows, is_backed_matrix
+from sctbr.model._data import prepare_arrays
+from sctbr.model._heads import encode, node_heads
+from sctbr.model._sparse_arc import Problem, cv_lambda, sigmoid, target_matrix
 
 #: Significance of the universal ("no change") threshold used for ``lam=None`` when there are too few cells for CV.
 UNIVERSAL_ALPHA = 0.05
-#: Length of the lambda path searched by cross-validation (log-spaced over three decades below lambda_max).
-N_LAMBDAS = 25
 #: Cells of the training AnnData used to estimate the model's residual noise (deterministic subsample).
 NOISE_CELLS = 20_000
 
 Rule = Literal["nearest", "own"]
-
-
-def _soft(x, t):
-    return np.sign(x) * np.maximum(np.abs(x) - t, 0.0)
-
-
-def _sigmoid(x):
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
-
-
-def _lasso_cd(
-    gram: np.ndarray, corr: np.ndarray, lam: float, start: np.ndarray | None, max_iter: int, tol: float
-) -> tuple[np.ndarray, bool]:
-    """Minimise ``b' G b - 2 c' b + lam * |b|_1`` (= mean squared error + l1 up to a constant) by cyclic CD."""
-    p = len(corr)
-    b = np.zeros(p) if start is None else np.array(start, dtype=np.float64)
-    diag = np.diag(gram)
-    for _ in range(max_iter):
-        biggest = 0.0
-        for j in range(p):
-            if diag[j] <= 0:
-                new = 0.0
-            else:
-                rho = corr[j] - gram[j] @ b + diag[j] * b[j]
-                new = _soft(rho, lam / 2.0) / diag[j]
-            biggest = max(biggest, abs(new - b[j]))
-            b[j] = new
-        if biggest <= tol * max(1.0, float(np.abs(b).max(initial=0.0))):
-            return b, True
-    return b, False
-
-
-def _logistic_fista(
-    z: np.ndarray, y: np.ndarray, offset: np.ndarray, lam: float, start, max_iter: int, tol: float
-) -> tuple[np.ndarray, bool]:
-    """Minimise the mean logistic loss of ``offset + z b`` plus ``lam * |b|_1`` (FISTA with restarts)."""
-    n, p = z.shape
-    lipschitz = float(np.linalg.eigvalsh(z.T @ z / n).max(initial=0.0)) / 4.0
-    if lipschitz <= 0:
-        return np.zeros(p), True
-    step = 1.0 / lipschitz
-    b = np.zeros(p) if start is None else np.array(start, dtype=np.float64)
-    v, t = b.copy(), 1.0
-    for _ in range(max_iter):
-        grad = z.T @ (_sigmoid(offset + z @ v) - y) / n
-        new = _soft(v - step * grad, step * lam)
-        t_new = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * t * t))
-        if (new - b) @ (v - new) > 0:  # adaptive restart (O'Donoghue & Candes)
-            v, t_new = new.copy(), 1.0
-        else:
-            v = new + (t - 1.0) / t_new * (new - b)
-        change = float(np.abs(new - b).max(initial=0.0))
-        b, t = new, t_new
-        if change <= tol * max(1.0, float(np.abs(b).max(initial=0.0))):
-            return b, True
-    return b, False
-
-
-class _Problem:
-    """One target's adaptation problem: latents ``z`` (cells x latents), response and offset."""
-
-    def __init__(self, z: np.ndarray, y: np.ndarray, offset: np.ndarray, logistic: bool, max_iter: int, tol: float):
-        self.z, self.y, self.offset, self.logistic = z, y, offset, logistic
-        self.max_iter, self.tol = int(max_iter), float(tol)
-        self.not_converged = 0
-
-    def subset(self, idx: np.ndarray) -> _Problem:
-        return _Problem(self.z[idx], self.y[idx], self.offset[idx], self.logistic, self.max_iter, self.tol)
-
-    def gradient_at_zero(self) -> np.ndarray:
-        """Gradient of the data term at ``Delta = 0``; ``lam >= max |gradient|`` gives ``Delta = 0``."""
-        n = len(self.y)
-        if self.logistic:
-            return self.z.T @ (_sigmoid(self.offset) - self.y) / n
-        return -2.0 * self.z.T @ (self.y - self.offset) / n
-
-    def solve(self, lam: float, start=None) -> np.ndarray:
-        if self.logistic:
-            b, ok = _logistic_fista(self.z, self.y, self.offset, lam, start, self.max_iter, self.tol)
-        else:
-            n = len(self.y)
-            gram = self.z.T @ self.z / n
-            corr = self.z.T @ (self.y - self.offset) / n
-            b, ok = _lasso_cd(gram, corr, lam, start, self.max_iter, self.tol)
-        self.not_converged += not ok
-        return b
-
-    def refit(self, b: np.ndarray) -> np.ndarray:
-        """Relaxed lasso: refit the non-zero entries of ``b`` without penalty (squared error only)."""
-        support = b != 0
-        if self.logistic or not support.any():
-            return b
-        out = np.zeros_like(b)
-        out[support] = np.linalg.lstsq(self.z[:, support], self.y - self.offset, rcond=None)[0]
-        return out
-
-    def error(self, b: np.ndarray) -> float:
-        """Mean data term (squared error, or logistic loss) of ``Delta = b``."""
-        eta = self.offset + self.z @ b
-        if self.logistic:
-            return float(np.mean(np.logaddexp(0.0, eta) - self.y * eta))
-        return float(np.mean((self.y - eta) ** 2))
-
-
-def _cv_lambda(problem: _Problem, folds: int, rng: np.random.Generator, refit: bool) -> tuple[float, pd.DataFrame]:
-    """K-fold CV over a warm-started lambda path; the largest lambda within one standard error of the best.
-
-    With ``refit``, each lambda is scored by the relaxed fit (the unpenalised refit on its support).
-    """
-    lam_max = float(np.abs(problem.gradient_at_zero()).max(initial=0.0))
-    if lam_max <= 0:
-        return 0.0, pd.DataFrame({"lam": [0.0], "cv_error": [np.nan], "cv_se": [np.nan]})
-    grid = lam_max * np.logspace(0, -3, N_LAMBDAS)
-    n = len(problem.y)
-    parts = np.array_split(rng.permutation(n), folds)
-    errors = np.empty((folds, len(grid)))
-    for f, test in enumerate(parts):
-        train = np.setdiff1d(np.arange(n), test)
-        fit, held = problem.subset(train), problem.subset(test)
-        b = None
-        for i, lam in enumerate(grid):
-            b = fit.solve(float(lam), b)
-            errors[f, i] = held.error(fit.refit(b) if refit else b)
-        problem.not_converged += fit.not_converged
-    mean = errors.mean(0)
-    se = errors.std(0, ddof=1) / np.sqrt(folds)
-    chosen = len(grid) - 1 - one_standard_error_rule(mean[::-1], se[::-1])  # the rule takes increasing lambdas
-    path = pd.DataFrame({"lam": grid, "cv_error": mean, "cv_se": se, "chosen": np.arange(len(grid)) == chosen})
-    return float(grid[chosen]), path
 
 
 class TransferMixin:
@@ -214,14 +81,7 @@ class TransferMixin:
 
     def _tree_heads(self) -> np.ndarray:
         """Standardised heads of every node of the model's tree, shape ``(nodes, targets, latents)``."""
-        m = self.module
-        with torch.no_grad():
-            w0 = m.w0.detach().cpu().numpy().astype(np.float64).reshape(-1)
-            delta = m.delta.detach().cpu().numpy().astype(np.float64)
-        heads = np.repeat(w0[None, :], self.tree.n_nodes, axis=0)
-        if not m.baseline:
-            heads = heads + np.asarray(self.tree.path_matrix() @ delta.reshape(delta.shape[0], -1))
-        return heads.reshape(self.tree.n_nodes, self._n_targets(), m.n_latent)
+        return node_heads(self.module, self.tree)
 
     def _node_head(self, node: str) -> np.ndarray:
         """Standardised head ``(targets, latents)`` of a tree node or an adapted environment."""
@@ -358,32 +218,19 @@ class TransferMixin:
         x = adata.layers[layer] if layer is not None else adata.X
         if x is None:
             raise ValueError("The AnnData has no input matrix (adata.X is None).")
-        rows = np.arange(adata.n_obs) if rows is None else np.asarray(rows)
-        module = self.module
-        module.eval()
-        device = next(module.parameters()).device
-        out = []
-        with torch.inference_mode():
-            for start in range(0, len(rows), batch_size):
-                sel = rows[start : start + batch_size]
-                block = x[sel[0] : sel[-1] + 1] if np.all(np.diff(sel) == 1) else x[sel]
-                if hasattr(block, "to_memory"):
-                    block = block.to_memory()
-                block = block.toarray() if sp.issparse(block) else np.asarray(block)
-                block = np.asarray(block if identity else block[:, cols], dtype=np.float32)
-                if not np.isfinite(block).all():
-                    raise ValueError(
-                        f"The inputs contain {int((~np.isfinite(block)).sum())} NaN or infinite values. Impute or "
-                        "drop them before predicting."
-                    )
-                out.append(module.inference(torch.from_numpy(block).to(device))["z"].cpu().numpy())
-        return np.concatenate(out).astype(np.float64) if out else np.empty((0, module.n_latent))
+        if rows is not None:  # only these cells: read them first
+            if is_backed_matrix(x):
+                x, identity = BackedRows(x, None if identity else cols).take(rows), True
+            else:
+                x = x[np.asarray(rows)]
+        data = prepare_arrays(x, None, np.zeros(x.shape[0]), columns=None if identity else cols, stream=True)
+        return encode(self.module, data, batch_size=batch_size).astype(np.float64)
 
     def _apply_head(self, z: np.ndarray, head: np.ndarray) -> np.ndarray:
         """Prediction on the target's original scale (probabilities for a binary target)."""
         bias, mean, std = self._scales()
         eta = z @ head.T + bias[None, :]
-        out = np.where(self._logistic_targets()[None, :], _sigmoid(eta), eta * std + mean)
+        out = np.where(self._logistic_targets()[None, :], sigmoid(eta), eta * std + mean)
         out = out.astype(np.float32)
         return out[:, 0] if out.shape[1] == 1 else out
 
@@ -426,37 +273,6 @@ class TransferMixin:
         return self._apply_head(z, head)
 
     # -- few-shot adaptation --------------------------------------------------------------------------------
-    def _target_matrix(self, adata: AnnData, target) -> np.ndarray:
-        names = self._target_names()
-        n_t = self._n_targets()
-        if target is None:
-            target = names if n_t > 1 else names[0]
-        if isinstance(target, str) or (
-            isinstance(target, Sequence) and target and all(isinstance(t, str) for t in target)
-        ):
-            cols = [target] if isinstance(target, str) else list(target)
-            missing = [c for c in cols if c not in adata.obs]
-            if missing:
-                raise KeyError(
-                    f"Target column(s) {missing} not in adata.obs (columns: {list(adata.obs.columns)[:10]}); pass "
-                    "target=<column> or an array with one value per cell."
-                )
-            for c in cols:
-                if not pd.api.types.is_numeric_dtype(adata.obs[c]) or pd.api.types.is_bool_dtype(adata.obs[c]):
-                    raise TypeError(f"Target {c!r} must be numeric, got {adata.obs[c].dtype}; use .astype(float).")
-            y = adata.obs[cols].to_numpy(dtype=np.float64)
-        else:
-            y = np.asarray(target, dtype=np.float64)
-            y = y.reshape(-1, 1) if y.ndim == 1 else y
-        if y.shape != (adata.n_obs, n_t):
-            raise ValueError(f"The target must give {n_t} value(s) per cell for {adata.n_obs} cells, got {y.shape}.")
-        if not np.isfinite(y).all():
-            raise ValueError(f"The target has {int((~np.isfinite(y)).sum())} NaN or infinite values; drop those cells.")
-        logistic = self._logistic_targets()
-        if logistic.any() and not np.isin(y[:, logistic], (0.0, 1.0)).all():
-            raise ValueError("A binary (logistic) target must contain only 0 and 1.")
-        return y
-
     def _noise_std(self) -> np.ndarray:
         """Residual standard deviation of the model on (up to 20 000 of) its training cells, standardised units."""
         n = self.adata.n_obs
@@ -588,7 +404,7 @@ class TransferMixin:
             raise ValueError(f"`cv_folds` must be a non-negative integer, got {cv_folds!r}.")
         if adata.n_obs < 2:
             raise ValueError(f"Adaptation needs at least 2 labelled cells of {environment!r}, got {adata.n_obs}.")
-        y = self._target_matrix(adata, target)
+        y = target_matrix(adata, target, self._target_names(), self._logistic_targets())
         base_node = par if base == "parent" else tree.closest(environment, self._with_heads(without=environment))
         if base_node in self._adapted() and base_node != environment:
             self._check_fresh(base_node)
@@ -602,17 +418,17 @@ class TransferMixin:
         for t in range(self._n_targets()):
             offset = bias[t] + z @ w_base[t]
             response = y[:, t] if logistic[t] else (y[:, t] - mean[t]) / std[t]
-            problem = _Problem(z, response, offset, bool(logistic[t]), max_iter, tol)
+            problem = Problem(z, response, offset, bool(logistic[t]), max_iter, tol)
             path = None
             if lam is not None:
                 lam_t = float(lam)
             elif cv_folds >= 2 and n >= 4 * cv_folds:
-                lam_t, path = _cv_lambda(problem, int(cv_folds), np.random.default_rng([rng_seed, t]), refit)
+                lam_t, path = cv_lambda(problem, int(cv_folds), np.random.default_rng([rng_seed, t]), refit)
             else:
                 crit = np.sqrt(2.0 * np.log(2.0 * p / UNIVERSAL_ALPHA))
                 scale = np.sqrt(max(float(np.max(np.mean(z**2, axis=0), initial=0.0)), 0.0) / n)
                 if logistic[t]:
-                    pi = _sigmoid(offset)
+                    pi = sigmoid(offset)
                     lam_t = float(crit * np.sqrt(np.mean(pi * (1 - pi))) * scale)
                 else:
                     sigma = self._noise_std() if sigma is None else sigma
