@@ -311,6 +311,66 @@ def test_causal_effects_intervals_have_their_nominal_coverage_on_exact_latents(t
     _roundtrip(adata, tmp_path)
 
 
+def _hand_written_ols(z: np.ndarray, y: np.ndarray, alpha: float) -> dict[str, np.ndarray]:
+    """The hand-written OLS that causal_effects used before statsmodels (kept as the reference of the switch)."""
+    from scipy import stats
+
+    n, d = z.shape
+    sd = z.std(axis=0)
+    keep = sd > 1e-12 * np.maximum(1.0, np.abs(z).max(axis=0))
+    out = {name: np.full(d, np.nan) for name in ("effect", "se", "ci_low", "ci_high", "p_value")}
+    p = int(keep.sum())
+    dof = n - p - 1
+    if p == 0 or dof < 1:
+        return out
+    zs = (z[:, keep] - z[:, keep].mean(axis=0)) / sd[keep]
+    design = np.column_stack([np.ones(n), zs])
+    beta, _, rank, _ = np.linalg.lstsq(design, y, rcond=None)
+    if rank < design.shape[1]:
+        return out
+    resid = y - design @ beta
+    cov = float(resid @ resid) / dof * np.linalg.inv(design.T @ design)
+    se = np.sqrt(np.clip(np.diag(cov)[1:], 0.0, None))
+    crit = float(stats.t.ppf(1.0 - alpha / 2.0, dof))
+    coef = beta[1:]
+    out["effect"][keep], out["se"][keep] = coef, se
+    out["ci_low"][keep], out["ci_high"][keep] = coef - crit * se, coef + crit * se
+    out["p_value"][keep] = 2.0 * stats.t.sf(np.abs(coef / se), dof)
+    return out
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.01])
+def test_causal_effects_equal_the_hand_written_ols(make_adata, alpha, tmp_path):
+    # statsmodels' plain OLS gives the numbers of the hand-written OLS it replaced, to 1e-8
+    adata = make_adata()
+    rng = np.random.default_rng(0)
+    z = np.column_stack([np.asarray(adata.obsm["Z_true"]), rng.normal(size=adata.n_obs)])
+    env = adata.obs["environment"].astype(str).to_numpy()
+    z[env == "n01", 2] = 1.5  # a latent constant within one environment: NaN there, the others still estimated
+    _with_latents(adata, z)
+    table = sctbr.tl.causal_effects(adata, alpha=alpha)
+    y = adata.obs["y"].to_numpy(dtype=float)
+    for e, rows in table.groupby("environment", observed=True):
+        ref = _hand_written_ols(z[env == e], y[env == e], alpha)
+        for col in ("effect", "se", "ci_low", "ci_high", "p_value"):
+            np.testing.assert_allclose(rows[col].to_numpy(), ref[col], rtol=1e-8, atol=1e-8, err_msg=f"{e} {col}")
+    assert table.loc[table["environment"] == "n01", "effect"].isna().tolist() == [False, False, True]
+    # robust (HC3) standard errors: the same effects, other intervals; HC3 = (X'X)^-1 X' diag(e^2 / (1-h)^2) X (X'X)^-1
+    robust = sctbr.tl.causal_effects(adata, alpha=alpha, cov_type="HC3")
+    np.testing.assert_allclose(robust["effect"], table["effect"], rtol=1e-10)
+    cells = env == "n0"
+    zs = (z[cells] - z[cells].mean(axis=0)) / z[cells].std(axis=0)
+    design = np.column_stack([np.ones(cells.sum()), zs])
+    bread = np.linalg.inv(design.T @ design)
+    resid = y[cells] - design @ (bread @ design.T @ y[cells])
+    h = np.einsum("ij,jk,ik->i", design, bread, design)
+    hc3 = bread @ (design.T * (resid / (1 - h)) ** 2) @ design @ bread
+    np.testing.assert_allclose(robust.loc[robust["environment"] == "n0", "se"], np.sqrt(np.diag(hc3)[1:]), rtol=1e-8)
+    with pytest.raises(ValueError, match="cov_type"):
+        sctbr.tl.causal_effects(adata, cov_type="HC9")
+    _roundtrip(adata, tmp_path)
+
+
 @pytest.fixture(scope="module")
 def fitted_k1(torch_single_thread) -> ad.AnnData:
     """tl.tbr on the k = 1 simulation of the stability test, with the settings and seed of its first run."""

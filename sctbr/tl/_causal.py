@@ -8,7 +8,6 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 from anndata import AnnData
-from scipy import stats
 
 from sctbr._constants import CAUSAL_EFFECTS_COLUMNS, TBR_KEY, latents_key
 from sctbr._utils import environment_levels
@@ -16,6 +15,8 @@ from sctbr._validation import binary_target
 
 COLUMNS = CAUSAL_EFFECTS_COLUMNS
 _SPLITS = ("train", "validation", "test")
+#: Covariances of the coefficients :func:`causal_effects` accepts (statsmodels' ``cov_type``).
+COV_TYPES = ("nonrobust", "HC0", "HC1", "HC2", "HC3")
 _ALL_CELLS = "all cells"
 
 
@@ -32,38 +33,35 @@ def _fit_record(adata: AnnData, key: str) -> dict:
     return run
 
 
-def ols_effects(z: np.ndarray, y: np.ndarray, alpha: float) -> dict[str, np.ndarray]:
-    """OLS of ``y`` on the z-scored columns of ``z`` with an intercept: coefficients, standard errors, t-based CIs.
+def ols_effects(z: np.ndarray, y: np.ndarray, alpha: float, cov_type: str = "nonrobust") -> dict[str, np.ndarray]:
+    """OLS of ``y`` on the z-scored columns of ``z`` with an intercept (``statsmodels``): effects, SEs, t-based CIs.
 
-    Columns constant within the cells get NaN. Classical (homoscedastic) standard errors,
-    ``sigma^2 (X'X)^{-1}`` with ``sigma^2 = RSS / (n - p - 1)``, and Student-t intervals with ``n - p - 1`` degrees
-    of freedom: the textbook intervals, exact for Gaussian noise.
+    Columns constant within the cells get NaN, and so do all columns when they are collinear. ``cov_type`` is
+    statsmodels' covariance of the coefficients: ``"nonrobust"`` (classical, ``sigma^2 (X'X)^{-1}`` with
+    ``sigma^2 = RSS / (n - p - 1)``) or a heteroscedasticity-robust ``"HC0"`` ... ``"HC3"``. Intervals and p-values
+    use Student t with ``n - p - 1`` degrees of freedom for every ``cov_type``.
     """
+    import statsmodels.api as sm  # imported here: statsmodels is slow to import and only this function needs it
+
     n, d = z.shape
     sd = z.std(axis=0)
     keep = sd > 1e-12 * np.maximum(1.0, np.abs(z).max(axis=0))
     out = {name: np.full(d, np.nan) for name in ("effect", "se", "ci_low", "ci_high", "p_value")}
     p = int(keep.sum())
-    dof = n - p - 1
-    if p == 0 or dof < 1:
+    if p == 0 or n - p - 1 < 1:
         return out
     zs = (z[:, keep] - z[:, keep].mean(axis=0)) / sd[keep]
     design = np.column_stack([np.ones(n), zs])
-    beta, _, rank, _ = np.linalg.lstsq(design, y, rcond=None)
-    if rank < design.shape[1]:
+    if np.linalg.matrix_rank(design) < design.shape[1]:
         return out  # collinear latents within this environment: effects not separately estimable
-    resid = y - design @ beta
-    sigma2 = float(resid @ resid) / dof
-    cov = sigma2 * np.linalg.inv(design.T @ design)
-    se = np.sqrt(np.clip(np.diag(cov)[1:], 0.0, None))
-    crit = float(stats.t.ppf(1.0 - alpha / 2.0, dof))
-    coef = beta[1:]
-    out["effect"][keep] = coef
-    out["se"][keep] = se
-    out["ci_low"][keep] = coef - crit * se
-    out["ci_high"][keep] = coef + crit * se
     with np.errstate(divide="ignore", invalid="ignore"):
-        out["p_value"][keep] = 2.0 * stats.t.sf(np.abs(coef / se), dof)
+        fit = sm.OLS(y, design).fit(cov_type=cov_type, use_t=True)
+        ci = np.asarray(fit.conf_int(alpha=alpha))
+        out["effect"][keep] = fit.params[1:]
+        out["se"][keep] = fit.bse[1:]
+        out["ci_low"][keep] = ci[1:, 0]
+        out["ci_high"][keep] = ci[1:, 1]
+        out["p_value"][keep] = fit.pvalues[1:]
     return out
 
 
@@ -75,21 +73,30 @@ def causal_effects(
     target: str | None = None,
     split: str | Sequence[str] | None = None,
     alpha: float = 0.05,
+    cov_type: str = "nonrobust",
 ) -> pd.DataFrame:
-    """Effect of each latent on the target within every environment, with confidence intervals (OLS, as the paper).
+    """Get the effect of each latent on the target within every environment, with confidence intervals (OLS).
+
+    A getter, like scanpy's ``sc.get``: it returns a table and writes nothing into ``adata``.
 
     Within each environment the latents of a :func:`sctbr.tl.tbr` fit (``adata.obsm[f"X_{key}"]``) are z-scored
     and the target is regressed on all of them together by ordinary least squares with an intercept; the
     coefficient of a latent is its effect: the change of the target per within-environment standard deviation of
     the latent, the other latents held fixed. This is the paper's average-treatment-effect recipe (Table 3; the same
     coefficients, in absolute value, that :func:`sctbr.metrics.ate_table` compares with the truth on simulations).
-    Intervals are the classical OLS ones (Student t, ``n - d - 1`` degrees of freedom).
+    The regression is statsmodels' ``OLS``; intervals are the classical OLS ones (Student t, ``n - d - 1`` degrees of
+    freedom), or heteroscedasticity-robust ones with ``cov_type="HC3"``.
 
     Reading it: TBR identifies latents up to sign and scale, so an effect's sign is relative to the latent's
     orientation; compare signs and sizes of one latent across environments (where its effect switches on, off or
     flips along the tree), not with an outside reference. The intervals treat the latents as measured without error
     and hold when the latents were identified (check :func:`sctbr.tl.stability`). Cells the encoder was trained on
     fit the target slightly too well; ``split="validation"`` (or ``"test"``) uses held-out cells only.
+
+    A binary target (0/1, boolean or two-level) is regressed linearly too: a linear probability model. Its effects are
+    changes of the probability of the second level per standard deviation of the latent, valid as average slopes but
+    not bounded to [0, 1] (predictions can leave it), and its residuals are heteroscedastic by construction (variance
+    ``p (1 - p)``), so the classical intervals are off; use ``cov_type="HC3"`` for binary targets.
 
     Parameters
     ----------
@@ -107,10 +114,14 @@ def causal_effects(
         fit's split (``adata.uns[key]["split"]``).
     alpha
         1 - coverage of the intervals (0.05: 95% intervals).
+    cov_type
+        Covariance of the coefficients, passed to statsmodels' ``OLS.fit``: ``"nonrobust"`` (classical, the
+        default) or the heteroscedasticity-robust ``"HC0"``, ``"HC1"``, ``"HC2"``, ``"HC3"`` (HC3 is the usual
+        choice for small environments and for binary targets).
 
     Returns
     -------
-    Tidy DataFrame, one row per environment x latent (environments in the groupby's category order, which is the
+    Tidy DataFrame (nothing is written into ``adata``), one row per environment x latent (environments in the groupby's category order, which is the
     tree's order for sctbr's data): ``environment``, ``latent``, ``effect``, ``se``, ``ci_low``, ``ci_high``,
     ``p_value`` (t-test of no effect) and ``n_cells``. A latent constant within an environment, or collinear with
     the others there, gets NaN.
@@ -131,6 +142,10 @@ def causal_effects(
     """
     if not isinstance(alpha, float | int) or isinstance(alpha, bool) or not 0 < alpha < 1:
         raise ValueError(f"`alpha` must lie in (0, 1) (0.05 gives 95% intervals), got {alpha!r}.")
+    if cov_type not in COV_TYPES:
+        raise ValueError(
+            f"`cov_type` must be one of {list(COV_TYPES)} (statsmodels' OLS covariances), got {cov_type!r}."
+        )
     run = _fit_record(adata, key)
     params = run["params"]
     z = np.asarray(adata.obsm[latents_key(key)], dtype=np.float64)
@@ -183,7 +198,7 @@ def causal_effects(
         if n < d + 2:
             skipped.append(level)
             continue
-        fit = ols_effects(z[cells], y[cells], float(alpha))
+        fit = ols_effects(z[cells], y[cells], float(alpha), cov_type)
         for j in range(d):
             rows.append(
                 (level, names[j], fit["effect"][j], fit["se"][j], fit["ci_low"][j], fit["ci_high"][j],
