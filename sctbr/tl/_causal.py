@@ -9,28 +9,32 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from sctbr._constants import CAUSAL_EFFECTS_COLUMNS, TBR_KEY, latents_key
+from sctbr._constants import CAUSAL_EFFECTS_COLUMNS, SPLITS, TBR_KEY, ResultKeys, split_key, stored_keys
+from sctbr._docs import doc_params
 from sctbr._utils import environment_levels
 from sctbr._validation import binary_target
 
 COLUMNS = CAUSAL_EFFECTS_COLUMNS
-_SPLITS = ("train", "validation", "test")
 #: Covariances of the coefficients :func:`causal_effects` accepts (statsmodels' ``cov_type``).
 COV_TYPES = ("nonrobust", "HC0", "HC1", "HC2", "HC3")
 _ALL_CELLS = "all cells"
 
 
-def _fit_record(adata: AnnData, key: str) -> dict:
-    """The ``uns`` entry and latents of a ``sctbr.tl.tbr`` run, or an error saying how to make them."""
-    rep = latents_key(key)
+def _fit_record(adata: AnnData, key: str) -> tuple[dict, ResultKeys]:
+    """The ``uns`` entry of a ``sctbr.tl.tbr`` run and its keys, or an error saying how to make them."""
     run = adata.uns.get(key)
-    if not hasattr(run, "get") or "params" not in run or rep not in adata.obsm:
-        runs = [k for k, v in adata.uns.items() if hasattr(v, "get") and "params" in v and latents_key(k) in adata.obsm]
+    keys = stored_keys(run, key)
+    if not hasattr(run, "get") or "params" not in run or keys.obsm not in adata.obsm:
+        runs = [
+            k
+            for k, v in adata.uns.items()
+            if hasattr(v, "get") and "params" in v and stored_keys(v, k).obsm in adata.obsm
+        ]
         raise KeyError(
-            f"No sctbr fit under key {key!r} (needs adata.uns[{key!r}] and adata.obsm[{rep!r}]). Run "
+            f"No sctbr fit under key {key!r} (needs adata.uns[{key!r}] and adata.obsm[{keys.obsm!r}]). Run "
             f"sctbr.tl.tbr(adata, key_added={key!r}) first" + (f", or pass key= one of {runs}." if runs else ".")
         )
-    return run
+    return run, keys
 
 
 def ols_effects(z: np.ndarray, y: np.ndarray, alpha: float, cov_type: str = "nonrobust") -> dict[str, np.ndarray]:
@@ -65,6 +69,7 @@ def ols_effects(z: np.ndarray, y: np.ndarray, alpha: float, cov_type: str = "non
     return out
 
 
+@doc_params("fit_key")
 def causal_effects(
     adata: AnnData,
     *,
@@ -79,7 +84,7 @@ def causal_effects(
 
     A getter, like scanpy's ``sc.get``: it returns a table and writes nothing into ``adata``.
 
-    Within each environment the latents of a :func:`sctbr.tl.tbr` fit (``adata.obsm[f"X_{key}"]``) are z-scored
+    Within each environment the latents of a :func:`sctbr.tl.tbr` fit (``adata.obsm["X_tbr"]``) are z-scored
     and the target is regressed on all of them together by ordinary least squares with an intercept; the
     coefficient of a latent is its effect: the change of the target per within-environment standard deviation of
     the latent, the other latents held fixed. This is the paper's average-treatment-effect recipe (Table 3; the same
@@ -102,8 +107,7 @@ def causal_effects(
     ----------
     adata
         AnnData with a fit of :func:`sctbr.tl.tbr` (or :func:`sctbr.tl.baseline`) under ``key``.
-    key
-        The fit's ``key_added``.
+    {fit_key}
     groupby
         Column of ``adata.obs`` with the environments; default: the one the fit used (a baseline fitted without one
         gives a single group of all cells).
@@ -111,7 +115,7 @@ def causal_effects(
         Numeric or binary column of ``adata.obs``; default: the fit's target (one of them if it had several).
     split
         ``None`` for all cells, or ``"train"``, ``"validation"``, ``"test"`` (or a list of them): cells of the
-        fit's split (``adata.uns[key]["split"]``).
+        fit's split (``adata.obs[f"{key}_split"]``, e.g. ``obs["tbr_split"]``; it follows a subset of the cells).
     alpha
         1 - coverage of the intervals (0.05: 95% intervals).
     cov_type
@@ -146,11 +150,11 @@ def causal_effects(
         raise ValueError(
             f"`cov_type` must be one of {list(COV_TYPES)} (statsmodels' OLS covariances), got {cov_type!r}."
         )
-    run = _fit_record(adata, key)
+    run, keys = _fit_record(adata, key)
     params = run["params"]
-    z = np.asarray(adata.obsm[latents_key(key)], dtype=np.float64)
+    z = np.asarray(adata.obsm[keys.obsm], dtype=np.float64)
     if z.ndim != 2 or z.shape[0] != adata.n_obs:
-        raise ValueError(f"adata.obsm['X_{key}'] must be cells x latents, got shape {z.shape}.")
+        raise ValueError(f"adata.obsm[{keys.obsm!r}] must be cells x latents, got shape {z.shape}.")
 
     if target is None:
         fitted = params.get("target")
@@ -178,13 +182,16 @@ def causal_effects(
     mask = np.isfinite(y) & np.isfinite(z).all(axis=1) & env.notna().to_numpy()
     if split is not None:
         wanted = [split] if isinstance(split, str) else list(split)
-        unknown = [s for s in wanted if s not in _SPLITS]
+        unknown = [s for s in wanted if s not in SPLITS]
         if unknown:
-            raise ValueError(f"`split` must be None or among {list(_SPLITS)}, got {unknown}.")
-        labels = np.asarray(run.get("split", []))
-        if labels.shape != (adata.n_obs,):
-            raise ValueError(f"adata.uns[{key!r}] has no per-cell split; rerun sctbr.tl.tbr or pass split=None.")
-        mask &= np.isin(labels.astype(str), wanted)
+            raise ValueError(f"`split` must be None or among {list(SPLITS)}, got {unknown}.")
+        column = split_key(keys.obs)
+        if column not in adata.obs:
+            raise ValueError(
+                f"The fit under {key!r} has no per-cell split (adata.obs[{column!r}]); rerun sctbr.tl.tbr or pass "
+                "split=None."
+            )
+        mask &= adata.obs[column].astype(str).isin(wanted).to_numpy()
         if not mask.any():
             raise ValueError(f"No cells in split {wanted} of the fit under {key!r}.")
 
