@@ -184,6 +184,20 @@ def test_linear_psi_gives_linear_latents(make_adata):
     assert (r2_mlp < r2_linear).all()
 
 
+def test_regulatory_psi_is_nonlinear_and_differs_from_the_mlp(make_adata):
+    reg = make_adata(psi="regulatory", noise_z=0.0, n_obs_per_env=200)
+    mlp = make_adata(psi="mlp", noise_z=0.0, n_obs_per_env=200)
+    x = reg.X.astype(np.float64)
+    z = reg.obsm["Z_true"].astype(np.float64)
+    assert (_r2_linear(x, z) < 0.95).all()  # not a linear map of the inputs
+    assert np.isfinite(z).all()
+    np.testing.assert_allclose(z.std(0), 1, atol=1e-5)
+    # a different map from the MLP on the same inputs (same seed, same X)
+    np.testing.assert_array_equal(reg.X, mlp.X)
+    assert np.abs(np.corrcoef(z.T, mlp.obsm["Z_true"].T)[: z.shape[1], z.shape[1] :]).max() < 0.99
+    assert reg.uns["simulation"]["params"]["psi"] == "regulatory"
+
+
 def test_latents_are_standardised_before_noise(make_adata):
     z = make_adata(noise_z=0.0, n_obs_per_env=100).obsm["Z_true"]
     np.testing.assert_allclose(z.mean(0), 0, atol=1e-5)

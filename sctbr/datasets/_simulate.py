@@ -86,6 +86,27 @@ def _random_mlp(x: np.ndarray, n_out: int, rng: np.random.Generator, n_hidden: i
     return h @ w2
 
 
+def _regulatory_map(x: np.ndarray, n_out: int, rng: np.random.Generator, n_regulators: int = 3) -> np.ndarray:
+    """Saturating gene-regulation-like map: each latent sums Hill-type (sigmoid) responses to a few inputs.
+
+    Every latent has ``n_regulators`` regulators (activators or repressors, each with its own threshold and
+    steepness) and one AND gate (the product of two activations), so the map is sparse in the inputs, bounded and
+    not additive. It shares no unit with :func:`_random_mlp`.
+    """
+    d = x.shape[1]
+    out = np.zeros((x.shape[0], n_out))
+    for j in range(n_out):
+        regs = rng.choice(d, size=min(n_regulators, d), replace=False)
+        for i in regs:
+            sign = rng.choice([-1.0, 1.0])
+            gain = rng.uniform(1.5, 4.0)
+            out[:, j] += sign / (1.0 + np.exp(-gain * (x[:, i] - rng.normal(scale=0.5))))
+        a, b = rng.choice(d, size=2, replace=False)
+        act = 1.0 / (1.0 + np.exp(-3.0 * (x[:, [a, b]] - rng.normal(scale=0.5, size=2))))
+        out[:, j] += 2.0 * act[:, 0] * act[:, 1]
+    return out
+
+
 def tree_weights(
     tree: EnvironmentTree,
     n_latent: int,
@@ -153,7 +174,7 @@ def simulate(
     n_inputs: int = 10,
     n_latent: int = 5,
     k: float = 1,
-    psi: Literal["mlp", "linear"] = "mlp",
+    psi: Literal["mlp", "regulatory", "linear"] = "mlp",
     n_obs_per_env: int = 300,
     noise_z: float = 0.1,
     noise_y: float = 0.1,
@@ -184,7 +205,10 @@ def simulate(
         Sparsity of the changes: an int is the number of nonzero entries per arc (0 to ``n_latent``);
         a float in (0, 1) makes each entry change independently with that probability (Bernoulli).
     psi
-        ``"mlp"``: a fixed random two-layer network; ``"linear"``: a random linear map.
+        ``"mlp"``: a fixed random two-layer network (leaky-ReLU and tanh units); ``"regulatory"``: a saturating,
+        gene-regulation-like map (each latent sums sigmoid responses to three random inputs, activating or
+        repressing, plus one AND gate of two inputs), a second non-linearity that shares nothing with the MLP;
+        ``"linear"``: a random linear map.
     n_obs_per_env
         Cells per observed environment.
     noise_z, noise_y
@@ -224,8 +248,8 @@ def simulate(
         if not isinstance(value, Integral) or value < 1:
             raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
     check_k(k, n_latent)
-    if psi not in ("mlp", "linear"):
-        raise ValueError(f"`psi` must be 'mlp' or 'linear', got {psi!r}.")
+    if psi not in ("mlp", "regulatory", "linear"):
+        raise ValueError(f"`psi` must be 'mlp', 'regulatory' or 'linear', got {psi!r}.")
 
     rng = np.random.default_rng(random_state)
     observed = list(tree.leaves) if leaves_only else [n for n in tree.nodes if n != tree.root]
@@ -237,6 +261,8 @@ def simulate(
     x = rng.normal(size=(n, n_inputs))
     if psi == "mlp":
         z = _random_mlp(x, n_latent, rng)
+    elif psi == "regulatory":
+        z = _regulatory_map(x, n_latent, rng)
     else:
         z = x @ rng.normal(size=(n_inputs, n_latent))
     z = (z - z.mean(0)) / z.std(0)

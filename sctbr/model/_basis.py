@@ -18,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from sctbr.model._basis_lp import lp_starts
+
 
 @torch.enable_grad()
 def refine_basis(
@@ -32,6 +34,7 @@ def refine_basis(
     n_steps: int = 500,
     lr: float = 0.05,
     random_state: int = 0,
+    lp_start: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, float, float]:
     """Find the latent basis and unobserved node weights with the sparsest arc changes.
 
@@ -54,6 +57,10 @@ def refine_basis(
         Adam steps and learning rate; the penalty's smoothing is annealed to (almost) zero.
     random_state
         Seed of the random starts.
+    lp_start
+        Replace half of the random starts by sets of the sparsest head directions, found exactly by linear programs
+        (:func:`~sctbr.model._basis_lp.lp_starts`). With the true latents linearly mixed, this raised the MCC of the
+        refined basis from 0.78-0.97 to 0.80-1.00 (mean by tree shape; see docs/training.md).
 
     Returns
     -------
@@ -96,6 +103,7 @@ def refine_basis(
             n_steps=n_steps,
             lr=lr,
             random_state=random_state,
+            lp_start=lp_start,
         )
         return m, v.reshape(node_weights.shape), best, start
     g = torch.Generator().manual_seed(int(random_state))
@@ -110,6 +118,11 @@ def refine_basis(
     eye = torch.eye(d, dtype=torch.float64)
     a0 = eye.expand(n_starts, d, d).clone()
     a0[1:] += torch.randn(n_starts - 1, d, d, generator=g, dtype=torch.float64)
+    if lp_start and n_starts > 1:
+        # half of the random starts are replaced by sets of sparse head directions from linear programs
+        starts = lp_starts(node_weights, parent_index, observed, corr, n_starts // 2, random_state=random_state)
+        for i, start in enumerate(starts[: n_starts - 1]):
+            a0[1 + i] = torch.as_tensor(start, dtype=torch.float64)
     a = a0.requires_grad_(True)
     v_free = torch.as_tensor(_init_unobserved(node_weights, parent_index, observed))
     v_free = v_free.expand(n_starts, -1, -1).clone()

@@ -1,0 +1,198 @@
+"""Identification where the data are small: the default ``sctbr.tl.tbr`` call over a grid of realistic settings.
+
+Real atlases have 10-30 annotated cell types with a few hundred cells each. This benchmark simulates that regime
+(``sctbr.datasets.simulate``) and runs the **default** call, with no tuning, on every setting of a grid:
+
+- tree shapes: ``balanced3`` (balanced binary tree of depth 3, all 14 non-root nodes observed), ``yule8``,
+  ``yule12``, ``yule16`` (random unbalanced trees from ``sctbr.datasets.random_tree``, cells at the leaves only)
+  and ``pbmc`` (the dendrogram of the nine PBMC3k cell types, built by ``sctbr.pp.environment_tree`` on the
+  bundled data, cells at its leaves);
+- cells per environment (``--cells``), latents (``--latents``), changes (``k1``: one change per arc,
+  ``bern0.3``: each entry changes with probability 0.3), the map from inputs to latents (``--psi``: ``mlp``, the
+  simulator's network, and ``regulatory``, a saturating gene-regulation-like map), and seeds.
+
+For each fit it records the MCC of the latents on the held-out (validation) cells, the held-out MSE of the
+prediction, the baseline's MCC on the same data (``sctbr.tl.baseline``, default call), and wall times. It prints
+one row per fit, then the table (mean and worst MCC per setting), and writes the CSV and a figure (MCC against
+cells per environment, one line per tree shape) to ``--out``. Rows already in the CSV are skipped, so an
+interrupted run resumes.
+
+    OMP_NUM_THREADS=1 python benchmarks/small_data.py --jobs 2                 # the full grid (hours on 2 cores)
+    OMP_NUM_THREADS=1 python benchmarks/small_data.py --jobs 2 --cells 300,1000 --psi mlp --changes k1
+    OMP_NUM_THREADS=1 python benchmarks/small_data.py --quick                  # a few fits, minutes
+
+Every fit runs with one torch thread (``--jobs`` fits at a time), so the figures of one run compare fairly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import os
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+SHAPES = ("balanced3", "yule8", "yule12", "yule16", "pbmc")
+QUIET = {"accelerator": "cpu", "enable_progress_bar": False}
+
+
+def _pbmc_tree():
+    """The tree of the PBMC3k cell types from Scanpy's dendrogram (bundled data, no download)."""
+    import scanpy as sc
+
+    import sctbr
+
+    adata = sctbr.datasets.pbmc3k()
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    sc.pp.pca(adata, n_comps=20, random_state=0)
+    sctbr.pp.environment_tree(adata, "cell_type", use_rep="X_pca")
+    return sctbr.EnvironmentTree.coerce(adata.uns["environment_tree"])
+
+
+def simulate(shape: str, cells: int, latents: int, changes: str, psi: str, seed: int):
+    """One simulated data set of the grid."""
+    import sctbr
+
+    k = 1 if changes == "k1" else float(changes.removeprefix("bern"))
+    common = {"n_latent": latents, "k": k, "psi": psi, "n_obs_per_env": cells, "random_state": seed}
+    if shape == "balanced3":
+        return sctbr.datasets.simulate(depth=3, **common)
+    if shape.startswith("yule"):
+        tree = sctbr.datasets.random_tree(int(shape.removeprefix("yule")), random_state=seed)
+        return sctbr.datasets.simulate(tree=tree, leaves_only=True, **common)
+    if shape == "pbmc":
+        return sctbr.datasets.simulate(tree=_pbmc_tree(), leaves_only=True, **common)
+    raise ValueError(f"unknown shape {shape!r}; choose from {SHAPES}")
+
+
+def run_one(setting: dict) -> dict:
+    """Fit TBR and the baseline (default calls) on one setting; scores on the held-out cells."""
+    import torch
+
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.WARNING)
+    import sctbr
+    from sctbr.metrics import mcc
+
+    adata = simulate(**{k: setting[k] for k in ("shape", "cells", "latents", "changes", "psi", "seed")})
+    seed = setting["seed"]
+    out = dict(setting)
+    for method, fit in (("tbr", sctbr.tl.tbr), ("baseline", sctbr.tl.baseline)):
+        t = time.perf_counter()
+        fit(adata, random_state=seed, **QUIET)
+        out[f"{method}_seconds"] = time.perf_counter() - t
+        held_out = np.asarray(adata.uns[method]["split"]) == "validation"
+        z_true = adata.obsm["Z_true"][held_out]
+        out[f"{method}_mcc"] = mcc(z_true, adata.obsm[f"X_{method}"][held_out])
+        y = adata.obs["y"].to_numpy()[held_out]
+        out[f"{method}_mse"] = float(np.mean((adata.obs[f"{method}_prediction"].to_numpy()[held_out] - y) ** 2) / y.var())
+    return out
+
+
+def grid(args) -> list[dict]:
+    keys = ("shape", "cells", "latents", "changes", "psi", "seed")
+    values = (args.shapes, args.cells, args.latents, args.changes, args.psi, range(args.seeds))
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*values)]
+
+
+def summarise(df: pd.DataFrame) -> pd.DataFrame:
+    by = ["shape", "cells", "latents", "changes", "psi"]
+    return df.groupby(by).agg(
+        fits=("tbr_mcc", "size"),
+        tbr_mcc_mean=("tbr_mcc", "mean"),
+        tbr_mcc_worst=("tbr_mcc", "min"),
+        baseline_mcc_mean=("baseline_mcc", "mean"),
+        tbr_mse=("tbr_mse", "mean"),
+        baseline_mse=("baseline_mse", "mean"),
+        tbr_seconds=("tbr_seconds", "mean"),
+    )
+
+
+def plot(df: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted(df.groupby(["latents", "changes", "psi"]).groups)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4), squeeze=False, sharey=True)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        sub = df[(df.latents == panel[0]) & (df.changes == panel[1]) & (df.psi == panel[2])]
+        for shape, rows in sub.groupby("shape"):
+            stats = rows.groupby("cells")["tbr_mcc"].agg(["mean", "min"])
+            line = ax.plot(stats.index, stats["mean"], marker="o", label=shape)[0]
+            ax.plot(stats.index, stats["min"], ls=":", color=line.get_color())
+        base = sub.groupby("cells")["baseline_mcc"].mean()
+        ax.plot(base.index, base.values, color="grey", ls="--", label="baseline (all shapes)")
+        ax.axhline(0.95, color="black", lw=0.5)
+        ax.set_xscale("log")
+        ax.set_xlabel("cells per environment")
+        ax.set_title(f"{panel[0]} latents, {panel[1]}, psi={panel[2]}", fontsize=9)
+    axes[0][0].set_ylabel("held-out MCC (solid: mean, dotted: worst)")
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--shapes", default=",".join(SHAPES))
+    p.add_argument("--cells", default="100,150,300,1000")
+    p.add_argument("--latents", default="3,5")
+    p.add_argument("--changes", default="k1,bern0.3")
+    p.add_argument("--psi", default="mlp,regulatory")
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--out", default="benchmarks/results/small_data")
+    p.add_argument("--quick", action="store_true", help="two shapes, 300 cells, 5 latents, k1, mlp, 2 seeds")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.shapes, args.cells, args.latents, args.changes, args.psi, args.seeds = (
+            "balanced3,yule12", "300", "5", "k1", "mlp", 2
+        )
+    args.shapes = args.shapes.split(",")
+    args.cells = [int(c) for c in str(args.cells).split(",")]
+    args.latents = [int(c) for c in str(args.latents).split(",")]
+    args.changes = args.changes.split(",")
+    args.psi = args.psi.split(",")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    csv = out / "fits.csv"
+    done = pd.read_csv(csv) if csv.exists() else pd.DataFrame()
+    keys = ["shape", "cells", "latents", "changes", "psi", "seed"]
+    seen = {tuple(r) for r in done[keys].itertuples(index=False)} if len(done) else set()
+    todo = [s for s in grid(args) if tuple(s[k] for k in keys) not in seen]
+    print(f"{len(todo)} fits to run ({len(seen)} already in {csv}), {args.jobs} at a time", flush=True)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    rows = []
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        for row in pool.map(run_one, todo):
+            rows.append(row)
+            print(
+                f"{row['shape']:>9} cells={row['cells']:<5} d={row['latents']} {row['changes']:<7} {row['psi']:<10} "
+                f"seed={row['seed']}  MCC TBR {row['tbr_mcc']:.3f} baseline {row['baseline_mcc']:.3f}  "
+                f"MSE {row['tbr_mse']:.3f}  {row['tbr_seconds']:.0f} s",
+                flush=True,
+            )
+            pd.concat([done, pd.DataFrame(rows)]).to_csv(csv, index=False)
+    df = pd.concat([done, pd.DataFrame(rows)], ignore_index=True)
+    df = df[df["shape"].isin(args.shapes) & df["cells"].isin(args.cells)]
+    table = summarise(df)
+    pd.set_option("display.width", 200)
+    print(table.round(3).to_string())
+    table.round(3).to_csv(out / "summary.csv")
+    plot(df, out / "mcc_by_cells.png")
+    print(f"all fits: TBR mean MCC {df.tbr_mcc.mean():.3f}, worst {df.tbr_mcc.min():.3f}; baseline mean "
+          f"{df.baseline_mcc.mean():.3f}; written to {out}")
+
+
+if __name__ == "__main__":
+    main()
