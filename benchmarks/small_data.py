@@ -40,6 +40,47 @@ import pandas as pd
 
 SHAPES = ("balanced3", "yule8", "yule12", "yule16", "pbmc")
 QUIET = {"accelerator": "cpu", "enable_progress_bar": False}
+# "default" is the package as installed; the others re-create earlier defaults for side-by-side comparisons
+RECIPES = {
+    "default": {},
+    "before": {"lp_start": False, "weight_decay": 0.0},  # the default before the small-data work
+    "lp": {"lp_start": True, "weight_decay": 0.0},
+    "lp_wd": {"lp_start": True, "weight_decay": 1e-3},
+}
+
+
+def _apply_recipe(name: str) -> dict:
+    """Keyword arguments of ``tl.tbr`` for a recipe (and, for ``lp_start``, a patch of the refinement's default)."""
+    import functools
+
+    import sctbr.model._basis as basis
+    import sctbr.model._model as model
+
+    recipe = RECIPES[name]
+    model.refine_basis = basis.refine_basis
+    if "lp_start" in recipe:
+        model.refine_basis = functools.partial(basis.refine_basis, lp_start=recipe["lp_start"])
+    if "weight_decay" in recipe:
+        return {"plan_kwargs": {"weight_decay": recipe["weight_decay"]}}
+    return {}
+
+
+def _span_r2(z_true: np.ndarray, z_fit: np.ndarray) -> float:
+    """Smallest R^2, over the true latents, of a linear regression on the fitted latents (1: the encoder spans them).
+
+    It bounds what any choice of basis can reach: a true latent the encoder did not learn cannot be matched.
+    """
+    x = np.c_[np.ones(len(z_fit)), z_fit]
+    coef, *_ = np.linalg.lstsq(x, z_true, rcond=None)
+    resid = z_true - x @ coef
+    return float(np.min(1 - resid.var(axis=0) / z_true.var(axis=0)))
+
+
+def _held_out(adata, method: str) -> np.ndarray:
+    """Validation cells of the fit stored under ``method`` (obs column, or the older uns array)."""
+    col = f"{method}_split"
+    split = adata.obs[col] if col in adata.obs else adata.uns[method]["split"]
+    return np.asarray(split).astype(str) == "validation"
 
 
 def _pbmc_tree():
@@ -85,35 +126,67 @@ def run_one(setting: dict) -> dict:
     adata = simulate(**{k: setting[k] for k in ("shape", "cells", "latents", "changes", "psi", "seed")})
     seed = setting["seed"]
     out = dict(setting)
-    for method, fit in (("tbr", sctbr.tl.tbr), ("baseline", sctbr.tl.baseline)):
-        t = time.perf_counter()
-        fit(adata, random_state=seed, **QUIET)
+    extra = _apply_recipe(setting["recipe"])
+    methods = [("tbr", sctbr.tl.tbr, extra)]
+    if setting["baseline"]:
+        methods.append(("baseline", sctbr.tl.baseline, {}))
+    for method, fit, kwargs in methods:
+        t, cpu = time.perf_counter(), time.process_time()
+        fit(adata, random_state=seed, **QUIET, **kwargs)
         out[f"{method}_seconds"] = time.perf_counter() - t
-        held_out = np.asarray(adata.uns[method]["split"]) == "validation"
+        out[f"{method}_cpu_seconds"] = time.process_time() - cpu  # less sensitive to other jobs than wall time
+        held_out = _held_out(adata, method)
         z_true = adata.obsm["Z_true"][held_out]
-        out[f"{method}_mcc"] = mcc(z_true, adata.obsm[f"X_{method}"][held_out])
+        z_fit = adata.obsm[f"X_{method}"][held_out]
+        out[f"{method}_mcc"] = mcc(z_true, z_fit)
+        out[f"{method}_span_r2"] = _span_r2(z_true, z_fit)
         y = adata.obs["y"].to_numpy()[held_out]
-        out[f"{method}_mse"] = float(np.mean((adata.obs[f"{method}_prediction"].to_numpy()[held_out] - y) ** 2) / y.var())
+        out[f"{method}_mse"] = float(
+            np.mean((adata.obs[f"{method}_prediction"].to_numpy()[held_out] - y) ** 2) / y.var()
+        )
+    if setting["stability"]:
+        t = time.perf_counter()
+        result = sctbr.tl.stability(
+            adata, n_seeds=setting["stability"], random_state=seed, inplace=False, **QUIET, **extra
+        )
+        out["stability_mcc"] = float(result["summary"]["mean_mcc"])
+        out["stability_stable"] = bool(result["summary"]["stable"])
+        out["stability_seconds"] = time.perf_counter() - t
     return out
 
 
+KEYS = ["recipe", "shape", "cells", "latents", "changes", "psi", "seed"]
+
+
 def grid(args) -> list[dict]:
-    keys = ("shape", "cells", "latents", "changes", "psi", "seed")
-    values = (args.shapes, args.cells, args.latents, args.changes, args.psi, range(args.seeds))
-    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*values)]
+    values = (args.recipes, args.shapes, args.cells, args.latents, args.changes, args.psi, range(args.seeds))
+    extra = {"baseline": not args.no_baseline, "stability": args.stability}
+    return [dict(zip(KEYS, combo, strict=True)) | extra for combo in itertools.product(*values)]
 
 
 def summarise(df: pd.DataFrame) -> pd.DataFrame:
-    by = ["shape", "cells", "latents", "changes", "psi"]
-    return df.groupby(by).agg(
-        fits=("tbr_mcc", "size"),
-        tbr_mcc_mean=("tbr_mcc", "mean"),
-        tbr_mcc_worst=("tbr_mcc", "min"),
-        baseline_mcc_mean=("baseline_mcc", "mean"),
-        tbr_mse=("tbr_mse", "mean"),
-        baseline_mse=("baseline_mse", "mean"),
-        tbr_seconds=("tbr_seconds", "mean"),
-    )
+    agg = {
+        "fits": ("tbr_mcc", "size"),
+        "tbr_mcc_mean": ("tbr_mcc", "mean"),
+        "tbr_mcc_worst": ("tbr_mcc", "min"),
+        "baseline_mcc_mean": ("baseline_mcc", "mean"),
+        "tbr_mse": ("tbr_mse", "mean"),
+        "baseline_mse": ("baseline_mse", "mean"),
+        "tbr_span_r2_worst": ("tbr_span_r2", "min"),
+        "tbr_seconds": ("tbr_seconds", "mean"),
+        "tbr_cpu_seconds": ("tbr_cpu_seconds", "mean"),
+    }
+    if "stability_mcc" in df and df["stability_mcc"].notna().any():
+        df = df.assign(
+            stability_right=(df["stability_stable"].astype(float) == (df["tbr_mcc"] >= 0.9)).where(
+                df["stability_mcc"].notna()
+            )
+        )
+        agg["stability_agrees"] = ("stability_right", "mean")
+    for col in [c for c, _ in agg.values()]:
+        if col not in df:
+            df = df.assign(**{col: np.nan})
+    return df.groupby(KEYS[:-1]).agg(**agg)
 
 
 def plot(df: pd.DataFrame, path: Path) -> None:
@@ -122,6 +195,7 @@ def plot(df: pd.DataFrame, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    df = df[df["recipe"] == df["recipe"].iloc[-1]]  # the figure shows one recipe: the last one run
     panels = sorted(df.groupby(["latents", "changes", "psi"]).groups)
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4), squeeze=False, sharey=True)
     for ax, panel in zip(axes[0], panels, strict=True):
@@ -150,26 +224,34 @@ def main(argv=None) -> None:
     p.add_argument("--changes", default="k1,bern0.3")
     p.add_argument("--psi", default="mlp,regulatory")
     p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--recipes", default="default", help=f"comma-separated, from {sorted(RECIPES)}")
+    p.add_argument("--no-baseline", action="store_true", help="fit TBR only")
+    p.add_argument("--stability", type=int, default=0, help="also run tl.stability with this many seeds (0: off)")
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--out", default="benchmarks/results/small_data")
     p.add_argument("--quick", action="store_true", help="two shapes, 300 cells, 5 latents, k1, mlp, 2 seeds")
     args = p.parse_args(argv)
     if args.quick:
         args.shapes, args.cells, args.latents, args.changes, args.psi, args.seeds = (
-            "balanced3,yule12", "300", "5", "k1", "mlp", 2
+            "balanced3,yule12",
+            "300",
+            "5",
+            "k1",
+            "mlp",
+            2,
         )
     args.shapes = args.shapes.split(",")
     args.cells = [int(c) for c in str(args.cells).split(",")]
     args.latents = [int(c) for c in str(args.latents).split(",")]
     args.changes = args.changes.split(",")
     args.psi = args.psi.split(",")
+    args.recipes = args.recipes.split(",")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     csv = out / "fits.csv"
     done = pd.read_csv(csv) if csv.exists() else pd.DataFrame()
-    keys = ["shape", "cells", "latents", "changes", "psi", "seed"]
-    seen = {tuple(r) for r in done[keys].itertuples(index=False)} if len(done) else set()
-    todo = [s for s in grid(args) if tuple(s[k] for k in keys) not in seen]
+    seen = {tuple(r) for r in done[KEYS].itertuples(index=False)} if len(done) else set()
+    todo = [s for s in grid(args) if tuple(s[k] for k in KEYS) not in seen]
     print(f"{len(todo)} fits to run ({len(seen)} already in {csv}), {args.jobs} at a time", flush=True)
     os.environ["OMP_NUM_THREADS"] = "1"
     rows = []
@@ -177,21 +259,26 @@ def main(argv=None) -> None:
         for row in pool.map(run_one, todo):
             rows.append(row)
             print(
-                f"{row['shape']:>9} cells={row['cells']:<5} d={row['latents']} {row['changes']:<7} {row['psi']:<10} "
-                f"seed={row['seed']}  MCC TBR {row['tbr_mcc']:.3f} baseline {row['baseline_mcc']:.3f}  "
-                f"MSE {row['tbr_mse']:.3f}  {row['tbr_seconds']:.0f} s",
+                f"{row['recipe']:>8} {row['shape']:>9} cells={row['cells']:<5} d={row['latents']} {row['changes']:<7} {row['psi']:<10} "
+                f"seed={row['seed']}  MCC TBR {row['tbr_mcc']:.3f} baseline {row.get('baseline_mcc', np.nan):.3f}  "
+                f"MSE {row['tbr_mse']:.3f}  span R2 {row['tbr_span_r2']:.2f}  {row['tbr_seconds']:.0f} s",
                 flush=True,
             )
             pd.concat([done, pd.DataFrame(rows)]).to_csv(csv, index=False)
     df = pd.concat([done, pd.DataFrame(rows)], ignore_index=True)
-    df = df[df["shape"].isin(args.shapes) & df["cells"].isin(args.cells)]
+    df = df[df["shape"].isin(args.shapes) & df["cells"].isin(args.cells) & df["recipe"].isin(args.recipes)]
     table = summarise(df)
     pd.set_option("display.width", 200)
     print(table.round(3).to_string())
     table.round(3).to_csv(out / "summary.csv")
     plot(df, out / "mcc_by_cells.png")
-    print(f"all fits: TBR mean MCC {df.tbr_mcc.mean():.3f}, worst {df.tbr_mcc.min():.3f}; baseline mean "
-          f"{df.baseline_mcc.mean():.3f}; written to {out}")
+    for recipe, rows in df.groupby("recipe"):
+        base = rows["baseline_mcc"].mean() if "baseline_mcc" in rows else np.nan
+        print(
+            f"{recipe}: {len(rows)} fits, TBR mean MCC {rows.tbr_mcc.mean():.3f}, worst {rows.tbr_mcc.min():.3f}; "
+            f"baseline mean {base:.3f}; TBR {rows.tbr_seconds.mean():.0f} s per fit"
+        )
+    print(f"written to {out}")
 
 
 if __name__ == "__main__":

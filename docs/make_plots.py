@@ -43,8 +43,10 @@ def one_fit() -> None:
     save(sctbr.pl.weights(adata, include_internal=True, return_fig=True), "weights")
     save(sctbr.pl.latents_vs_truth(adata, return_fig=True), "latents_vs_truth")
     fig, axs = plt.subplots(1, 2, figsize=(9, 3.2), sharey=True)
-    sctbr.pl.history(adata, key="tbr", metrics=["train_loss", "validation_loss", "mse_validation"], ax=axs[0])
-    sctbr.pl.history(adata, key="baseline", ax=axs[1])
+    sctbr.pl.history(
+        adata, key="tbr", metrics=["train_loss", "validation_loss", "mse_validation"], ax=axs[0], show=False
+    )
+    sctbr.pl.history(adata, key="baseline", ax=axs[1], show=False)
     fig.tight_layout()
     save(fig, "history")
 

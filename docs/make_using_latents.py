@@ -59,10 +59,10 @@ def main() -> None:
         shown = [str(w.message)[:90] for w in caught if "stable" in str(w.message)]
         print(f"k={k}: summary {res['summary']}\n  true MCC per run {np.round(true, 3)}\n  warnings {shown}")
         print(res["per_latent"].round(3).to_string())
-        sctbr.pl.stability(sim, ax=ax)
+        sctbr.pl.stability(sim, ax=ax, show=False)
         ax.set_title(f"k = {k}: mean MCC {res['summary']['mean_mcc']:.2f}", fontsize="medium")
         if k == 0:
-            sctbr.pl.stability(sim, kind="latents", ax=axs[2])
+            sctbr.pl.stability(sim, kind="latents", ax=axs[2], show=False)
             axs[2].set_title("k = 0: per latent", fontsize="medium")
     fig.tight_layout()
     save(fig, "stability")

@@ -96,12 +96,20 @@ results
     ``experiment``.""",
     "pl_ax": """\
 ax
-    Axes to draw into, or None for a new figure.""",
+    Axes to draw into (e.g. one cell of a grid of plots), or None for a new figure. The axes shrinks inside its
+    slot to make room for its legend and labels, so the plot never spills into its neighbours.""",
     "pl_show": """\
 show
-    Show the figure.
+    Show the figure (``plt.show()``); ``None`` follows ``scanpy.settings.autoshow``. Pass ``show=False`` to get
+    the Axes back, e.g. to draw several plots into one figure.
+save
+    Save the figure, as Scanpy does: ``True`` or a suffix such as ``"_fit.png"`` writes
+    ``{sc.settings.figdir}/<plot name><suffix>``, the extension (``.png``, ``.pdf``, ``.svg``) choosing the format
+    (default ``sc.settings.file_format_figs``). ``None`` follows ``scanpy.settings.autosave``.
 return_fig
-    Return the Figure instead of the Axes.""",
+    Return the Figure, not shown (``save`` still writes it).""",
+    "pl_returns": """\
+The Axes if ``show=False``, the Figure if ``return_fig=True``, otherwise None (as Scanpy's plots).""",
 }
 
 _PLACEHOLDER = re.compile(r"^(?P<indent>[ \t]*)\{(?P<name>\w+)\}[ \t]*$", re.MULTILINE)

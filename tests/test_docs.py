@@ -35,7 +35,9 @@ def test_docstring_snippets_are_filled_with_the_placeholders_indent():
 
     doc = "Title.\n\n    Parameters\n    ----------\n    {pl_show}\n    key\n        ``X_{key_added}`` stays.\n"
     filled = fill(doc, ("pl_show",))
-    assert "    show\n        Show the figure.\n    return_fig\n" in filled
+    assert "    show\n        Show the figure (``plt.show()``); ``None`` follows" in filled
+    assert "\n    save\n        Save the figure" in filled
+    assert "\n    return_fig\n        Return the Figure" in filled
     assert "``X_{key_added}`` stays." in filled
     assert all("{" + name + "}" not in inspect.getdoc(sctbr.tl.tbr) for name in SNIPPETS)
     with pytest.raises(KeyError, match="Unknown docstring snippet"):

@@ -1,4 +1,5 @@
-"""Plots read what ``sctbr.tl`` wrote, draw the expected artists, and follow Scanpy's ax/show/return_fig manner."""
+"""Plots read what ``sctbr.tl`` wrote, draw the expected artists, follow Scanpy's ax/show/save/return_fig contract
+and compose in a grid."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+import scanpy as sc  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.collections import LineCollection, PathCollection  # noqa: E402
 from matplotlib.colors import to_hex  # noqa: E402
@@ -24,10 +26,19 @@ from sctbr.pl._common import METHOD_COLORS  # noqa: E402
 FIT = {"max_epochs": 3, "hidden": (16,), "n_latent": 2, "accelerator": "cpu", "enable_progress_bar": False}
 
 
+#: Scanpy settings the tests change (restored after each test).
+_SETTINGS = ("autoshow", "autosave", "figdir", "file_format_figs")
+
+
 @pytest.fixture(autouse=True)
 def _close_figures():
+    """As in Scanpy's own tests: plots return their Axes (``autoshow`` off); figures and settings are reset after."""
+    saved = {name: getattr(sc.settings, name) for name in _SETTINGS}
+    sc.settings.autoshow = False
     yield
     plt.close("all")
+    for name, value in saved.items():
+        setattr(sc.settings, name, value)
 
 
 @pytest.fixture(scope="module")
@@ -102,9 +113,9 @@ PLOTS = {
 
 
 @pytest.mark.parametrize("name", list(PLOTS))
-def test_plot_returns_axes_or_figure_and_saves_png(name, fitted, results, tmp_path, monkeypatch):
-    monkeypatch.setattr(plt, "show", lambda *a, **k: pytest.fail("plt.show() called without show=True"))
-    ax = PLOTS[name](fitted, results)
+def test_plot_returns_axes_with_show_false_and_the_figure_with_return_fig(name, fitted, results, tmp_path, monkeypatch):
+    monkeypatch.setattr(plt, "show", lambda *a, **k: pytest.fail("plt.show() called with show=False"))
+    ax = PLOTS[name](fitted, results, show=False)
     assert isinstance(ax, Axes)
     fig = PLOTS[name](fitted, results, return_fig=True)
     assert isinstance(fig, Figure)
@@ -117,18 +128,80 @@ def test_plot_returns_axes_or_figure_and_saves_png(name, fitted, results, tmp_pa
 @pytest.mark.parametrize("name", list(PLOTS))
 def test_plot_draws_into_the_given_axes(name, fitted, results):
     fig, (left, right) = plt.subplots(1, 2)
-    out = PLOTS[name](fitted, results, ax=right)
+    out = PLOTS[name](fitted, results, ax=right, show=False)
     assert out is right
     assert right.has_data() or right.texts
     assert not left.has_data()
     assert plt.get_fignums() == [fig.number]
 
 
-def test_show_true_calls_plt_show(results, monkeypatch):
+@pytest.mark.parametrize("autoshow", [True, False])
+def test_show_none_follows_scanpy_autoshow_and_shown_plots_return_none(autoshow, results, monkeypatch):
     calls = []
     monkeypatch.setattr(plt, "show", lambda *a, **k: calls.append(1))
-    sctbr.pl.mcc(results, show=True)
-    assert calls == [1]
+    sc.settings.autoshow = autoshow
+    out = sctbr.pl.mcc(results)
+    assert calls == ([1] if autoshow else [])
+    assert (out is None) if autoshow else isinstance(out, Axes)
+    assert sctbr.pl.mcc(results, show=True) is None
+    assert calls == ([1, 1] if autoshow else [1])
+    assert isinstance(sctbr.pl.mcc(results, show=False), Axes)
+    assert isinstance(sctbr.pl.mcc(results, show=True, return_fig=True), Figure)  # as Scanpy: not shown
+
+
+@pytest.mark.parametrize(
+    ("save", "name"),
+    [(True, "mcc.pdf"), ("_fit.png", "mcc_fit.png"), ("_fit", "mcc_fit.pdf"), ("_a.svg", "mcc_a.svg")],
+)
+def test_save_writes_into_scanpy_figdir_as_scanpy_names_files(save, name, results, tmp_path, monkeypatch):
+    sc.settings.figdir = tmp_path / "figures"
+    sc.settings.file_format_figs = "pdf"
+    assert sctbr.pl.mcc(results, save=save, show=False) is not None
+    assert [p.name for p in (tmp_path / "figures").iterdir()] == [name]
+    assert plt.get_fignums() == []  # as Scanpy: a saved figure is closed
+
+
+def test_autosave_follows_scanpy(results, tmp_path, monkeypatch):
+    sc.settings.figdir = tmp_path
+    sc.settings.autosave = True
+    sctbr.pl.transfer(results)
+    assert [p.name for p in tmp_path.iterdir()] == [f"transfer.{sc.settings.file_format_figs}"]
+
+
+def test_every_plot_follows_the_contract_in_its_signature():
+    import inspect
+
+    for name in sctbr.pl.__all__:
+        params = inspect.signature(getattr(sctbr.pl, name)).parameters
+        for arg, default in {"ax": None, "show": None, "save": None, "return_fig": False}.items():
+            assert params[arg].default is default, f"sctbr.pl.{name}: {arg}={params[arg].default!r}"
+            assert params[arg].kind is inspect.Parameter.KEYWORD_ONLY
+
+
+def test_colours_come_from_scanpy_palettes(fitted):
+    from scanpy.plotting import palettes
+
+    assert [METHOD_COLORS["tbr"], METHOD_COLORS["baseline"]] == palettes.default_20[:2]
+    ax = sctbr.pl.tree(fitted, show=False)
+    latent_clouds = _scatters(ax)[2:]
+    assert [to_hex(c.get_facecolor()[0]) for c in latent_clouds] == palettes.default_20[: len(latent_clouds)]
+
+
+def test_environments_take_their_colours_from_uns(fitted):
+    adata = fitted.copy()
+    categories = list(adata.obs["environment"].cat.categories)
+    adata.uns["environment_colors"] = [f"#0000{i:02x}" for i in range(len(categories))]
+    colour = dict(zip(categories, adata.uns["environment_colors"], strict=True))
+    ax = sctbr.pl.tree(adata, show=False)
+    t = sctbr.EnvironmentTree.from_dict(adata.uns["tbr"]["tree"])
+    filled = _scatters(ax)[0]
+    names = [n for n in sctbr.pl._tree.tree_layout(t) if n in colour]
+    assert [to_hex(c) for c in filled.get_facecolors()] == [colour[n] for n in names]
+    ax = sctbr.pl.weights(adata, show=False)
+    for tick in ax.get_yticklabels():
+        assert to_hex(tick.get_bbox_patch().get_facecolor(), keep_alpha=False) == colour[tick.get_text()]
+    # without colours in uns: grey nodes and plain labels, as before
+    assert len({to_hex(c) for c in _scatters(sctbr.pl.tree(fitted, show=False))[0].get_facecolors()}) == 1
 
 
 # ---------------------------------------------------------------------- results: mcc, prediction_error, transfer
@@ -396,3 +469,125 @@ def test_plots_read_a_fit_back_from_h5ad(fitted, tmp_path):
         sctbr.pl.weights(back).images[0].get_array(), sctbr.pl.weights(fitted).images[0].get_array()
     )
     np.testing.assert_array_equal(sctbr.pl.history(back).lines[0].get_xdata(), [0, 1, 2])
+
+
+# ---------------------------------------------------------------------- composing plots in a grid
+
+
+def _stability_result() -> dict:
+    matrix = pd.DataFrame([[1.0, 0.95, 0.5], [0.95, 1.0, 0.55], [0.5, 0.55, 1.0]], index=["0", "1", "2"])
+    matrix.columns = ["0", "1", "2"]
+    per = pd.DataFrame({"latent": ["latent_0", "latent_1"], "mean_abs_corr": [0.97, 0.5], "min_abs_corr": [0.9, 0.3]})
+    return {"matrix": matrix, "per_latent": per, "summary": {"mean_mcc": 0.667, "threshold": 0.9}}
+
+
+def _n_latent_result() -> dict:
+    curve = pd.DataFrame(
+        {"n_latent": [1, 2, 3, 4], "validation_mse": [1.0, 0.21, 0.2, 0.2], "validation_se": [0.05, 0.02, 0.02, 0.02]}
+    )
+    return {"curve": curve.assign(train_mse=curve["validation_mse"] * 0.9), "n_latent": 2, "threshold": 0.22}
+
+
+def _effects_table(fitted) -> pd.DataFrame:
+    envs = pd.Categorical(sorted(fitted.obs["environment"].astype(str).unique()))
+    rows = [
+        {
+            "environment": e,
+            "latent": f"latent_{j}",
+            "effect": 0.5 * j - 0.2,
+            "ci_low": 0.5 * j - 0.4,
+            "ci_high": 0.5 * j,
+        }
+        for e in envs
+        for j in range(2)
+    ]
+    return pd.DataFrame(rows)
+
+
+#: Every plot function (and variant), drawn with ``ax=`` and ``show=False``.
+GRID_PLOTS = {
+    **PLOTS,
+    "latents_vs_truth": lambda a, r, **kw: sctbr.pl.latents_vs_truth(a, **kw),
+    "causal_effects": lambda a, r, **kw: sctbr.pl.causal_effects(_effects_table(a), **kw),
+    "n_latent": lambda a, r, **kw: sctbr.pl.n_latent(_n_latent_result(), **kw),
+    "stability": lambda a, r, **kw: sctbr.pl.stability(_stability_result(), **kw),
+    "stability_latents": lambda a, r, **kw: sctbr.pl.stability(_stability_result(), kind="latents", **kw),
+}
+GRIDS = [
+    ("tree", "weights", "history", "mcc"),
+    ("tree_radial", "latents_vs_truth", "prediction_error", "transfer"),
+    ("causal_effects", "n_latent", "stability", "stability_latents"),
+]
+
+
+def _cells(fig, axes) -> list:
+    """Each grid cell in display coordinates: the subplot's slot, extended to the middle of the gaps around it."""
+    gs = axes[0, 0].get_subplotspec().get_gridspec()
+    bottoms, tops, lefts, rights = gs.get_grid_positions(fig)
+    xs = [0.0, (rights[0] + lefts[1]) / 2, 1.0]
+    ys = [1.0, (bottoms[0] + tops[1]) / 2, 0.0]
+    out = {}
+    for (i, j), ax in np.ndenumerate(axes):
+        box = matplotlib.transforms.Bbox([[xs[j], ys[i + 1]], [xs[j + 1], ys[i]]])
+        slot = ax.get_subplotspec().get_topmost_subplotspec().get_position(fig)
+        out[(i, j)] = (box.transformed(fig.transFigure), slot.transformed(fig.transFigure))
+    return out
+
+
+def _cell_of(ax, fig) -> tuple[int, int]:
+    spec = ax.get_subplotspec()
+    if spec is not None:
+        top = spec.get_topmost_subplotspec()
+        return top.rowspan.start, top.colspan.start
+    x, y = ax.get_position().transformed(fig.transFigure).get_points().mean(axis=0)
+    h, w = fig.bbox.height, fig.bbox.width
+    return int(y < h / 2), int(x >= w / 2)
+
+
+def _inside(inner, outer, tol: float = 2.0) -> bool:
+    return (
+        inner.x0 >= outer.x0 - tol
+        and inner.x1 <= outer.x1 + tol
+        and inner.y0 >= outer.y0 - tol
+        and inner.y1 <= outer.y1 + tol
+    )
+
+
+@pytest.mark.parametrize("names", GRIDS, ids=["-".join(g) for g in GRIDS])
+def test_plots_compose_in_a_grid_without_leaving_their_cell(names, fitted, results):
+    """Every artist a plot draws (texts, legends, points, lines, patches, images) stays in its own grid cell.
+
+    The artists must stay inside the slot the grid gave the plot (the subplot's box); the axis decorations (tick
+    labels, axis labels, titles) inside the cell with half of the gaps around it. No figure-level artist, and the
+    grid itself is left as it was.
+    """
+    fig, axes = plt.subplots(2, 2, figsize=(12, 9), gridspec_kw={"wspace": 0.45, "hspace": 0.45})
+    cells = _cells(fig, axes)
+    for name, ax in zip(names, axes.ravel(), strict=True):
+        out = GRID_PLOTS[name](fitted, results, ax=ax, show=False)
+        assert out is not None
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    after = _cells(fig, axes)
+    assert all(np.allclose(after[k][1].bounds, cells[k][1].bounds) for k in cells), "a plot changed the grid's layout"
+    assert not fig.texts, "a plot drew figure-level texts into the grid"
+    assert not fig.legends, "a plot drew a figure-level legend into the grid"
+    names_at = dict(zip(np.ndindex(2, 2), names, strict=True))
+    problems = []
+    for ax in fig.axes:
+        if not ax.get_visible():
+            continue
+        where = _cell_of(ax, fig)
+        cell, slot = cells[where]
+        legend = ax.get_legend()
+        artists = [*ax.texts, *ax.collections, *ax.lines, *ax.patches, *ax.images, *([legend] if legend else [])]
+        for artist in artists:
+            if not artist.get_visible():
+                continue
+            extent = artist.get_tightbbox(renderer)
+            if extent is not None and extent.width > 0 and not _inside(extent, slot):
+                problems.append(f"{names_at[where]}: {type(artist).__name__} {artist} at {extent} leaves {slot}")
+        whole = ax.get_tightbbox(renderer)
+        if not _inside(whole, cell):
+            problems.append(f"{names_at[where]}: the axes with its decorations {whole} leaves the cell {cell}")
+    assert not problems, "\n".join(problems)

@@ -471,7 +471,7 @@ def test_causal_effects_without_groupby_uses_all_cells(make_adata):
 def test_pl_causal_effects_draws_one_interval_per_environment_and_latent(make_adata):
     adata = _with_latents(make_adata(), np.asarray(make_adata().obsm["Z_true"]))
     table = sctbr.tl.causal_effects(adata)
-    ax = sctbr.pl.causal_effects(table)
+    ax = sctbr.pl.causal_effects(table, show=False)
     assert isinstance(ax, Axes)
     assert len(ax.containers) == 2  # one errorbar container per latent
     for container, latent in zip(ax.containers, ["latent_0", "latent_1"], strict=True):
@@ -481,7 +481,7 @@ def test_pl_causal_effects_draws_one_interval_per_environment_and_latent(make_ad
     assert envs == table["environment"].cat.categories.tolist()
     # from the AnnData, a subset, into given axes, and as a Figure
     fig, given = plt.subplots()
-    assert sctbr.pl.causal_effects(adata, latents=["latent_1"], environments=envs[:3], ax=given) is given
+    assert sctbr.pl.causal_effects(adata, latents=["latent_1"], environments=envs[:3], ax=given, show=False) is given
     assert len(given.containers) == 1
     assert len(given.containers[0].lines[0].get_xdata()) == 3
     assert isinstance(sctbr.pl.causal_effects(table, return_fig=True), Figure)
@@ -501,11 +501,11 @@ def _fake_stability() -> dict:
 
 def test_pl_stability_draws_the_matrix_or_the_latents():
     res = _fake_stability()
-    ax = sctbr.pl.stability(res)
+    ax = sctbr.pl.stability(res, show=False)
     assert np.allclose(ax.images[0].get_array(), res["matrix"].to_numpy())
     assert "0.67" in ax.get_title()
     assert len(ax.texts) == 9
-    ax = sctbr.pl.stability(res, kind="latents")
+    ax = sctbr.pl.stability(res, kind="latents", show=False)
     heights = [p.get_height() for p in ax.patches]
     assert np.allclose(heights, [0.97, 0.5])
     assert any(np.allclose(line.get_ydata(), 0.9) for line in ax.get_lines())  # the threshold
@@ -522,13 +522,13 @@ def test_pl_n_latent_marks_the_chosen_size(make_adata, monkeypatch):
     monkeypatch.setattr("sctbr.tl._select.fit_once", _fake_fit_once({1: 1.0, 2: 0.21, 3: 0.2, 4: 0.2}))
     adata = make_adata()
     sctbr.tl.select_n_latent(adata, candidates=range(1, 5))
-    ax = sctbr.pl.n_latent(adata)
+    ax = sctbr.pl.n_latent(adata, show=False)
     assert isinstance(ax, Axes)
     vertical = [line for line in ax.get_lines() if np.allclose(line.get_xdata(), 2) and len(line.get_xdata()) == 2]
     assert vertical, "the chosen size (2) is marked by a vertical line"
     assert any("chosen: 2" in t.get_text() for t in ax.get_legend().get_texts())
     fig, given = plt.subplots()
-    assert sctbr.pl.n_latent(adata.uns["tbr_n_latent"], ax=given, log=True) is given
+    assert sctbr.pl.n_latent(adata.uns["tbr_n_latent"], ax=given, log=True, show=False) is given
     assert given.get_yscale() == "log"
     with pytest.raises(KeyError, match="select_n_latent"):
         sctbr.pl.n_latent(ad.AnnData(np.zeros((3, 1))))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sctbr.model._basis_lp import lp_starts
+from sctbr.model._basis_lp import lp_starts, polish
 
 
 @torch.enable_grad()
@@ -35,6 +35,7 @@ def refine_basis(
     lr: float = 0.05,
     random_state: int = 0,
     lp_start: bool = True,
+    n_polish: int = 8,
 ) -> tuple[np.ndarray, np.ndarray, float, float]:
     """Find the latent basis and unobserved node weights with the sparsest arc changes.
 
@@ -104,6 +105,7 @@ def refine_basis(
             lr=lr,
             random_state=random_state,
             lp_start=lp_start,
+            n_polish=n_polish,
         )
         return m, v.reshape(node_weights.shape), best, start
     g = torch.Generator().manual_seed(int(random_state))
@@ -167,7 +169,16 @@ def refine_basis(
         input_value = float(value(w.unsqueeze(0), 0.0)[0])
     if input_value <= float(vals[best]):
         return np.eye(d), node_weights.astype(np.float64).copy(), input_value, input_value
-    return m[best].numpy(), v[best].numpy(), float(vals[best]), input_value
+    m_best, v_best, best_value = m[best].numpy(), v[best].numpy(), float(vals[best])
+    if lp_start and penalty == "l1":
+        # gradient steps stop near a vertex of the l1 objective: round the best few onto one exactly
+        for i in torch.argsort(vals)[:n_polish].tolist():
+            if not np.isfinite(float(vals[i])):
+                break
+            exact = polish(m[i].numpy(), node_weights, np.asarray(parent_index), np.asarray(observed, dtype=bool), corr)
+            if exact is not None and exact[2] < best_value * (1 - 1e-9):
+                m_best, v_best, best_value = exact[0], exact[1], exact[2]
+    return m_best, v_best, best_value, input_value
 
 
 def _normalise(a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:

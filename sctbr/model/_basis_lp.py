@@ -176,3 +176,70 @@ def lp_starts(
             sets += _greedy_sets(dirs, scores, cinv, n_sets - len(sets) if found is raw else n_sets, rng)
     # head directions N (columns) -> latent map M = N^-T
     return [np.linalg.inv(n).T for n in sets[:n_starts]]
+
+
+def _free_heads(program: _DirectionProgram, directions: np.ndarray) -> tuple[float, np.ndarray]:
+    """Exact l1 penalty of the head directions (columns) with the unobserved heads at their optimum, and those heads.
+
+    One linear program per direction: ``min_u || D_obs W n + D_free u ||_1``.
+    """
+    d = directions.shape[1]
+    if program.n_free == 0:
+        return float(np.abs(program.a_dir @ directions).sum()), np.zeros((0, d))
+    eye = sp.identity(program.n_arcs, format="csr")
+    a_ub = sp.vstack([sp.hstack([program.a_free, -eye]), sp.hstack([-program.a_free, -eye])]).tocsr()
+    cost = np.r_[np.zeros(program.n_free), np.ones(program.n_arcs)]
+    bounds = [(None, None)] * program.n_free + [(0, None)] * program.n_arcs
+    total, free = 0.0, np.zeros((program.n_free, d))
+    for j in range(d):
+        a = program.a_dir @ directions[:, j]
+        res = linprog(cost, A_ub=a_ub, b_ub=np.r_[-a, a], bounds=bounds, method="highs")
+        if res.status != 0:
+            return float("inf"), free
+        free[:, j] = res.x[: program.n_free]
+        total += float(res.fun)
+    return total, free
+
+
+def polish(
+    m: np.ndarray,
+    node_weights: np.ndarray,
+    parent_index: np.ndarray,
+    observed: np.ndarray,
+    corr: np.ndarray,
+    *,
+    n_sweeps: int = 2,
+) -> tuple[np.ndarray, np.ndarray, float, float] | None:
+    """Move a refined basis exactly onto the sparsest nearby head directions.
+
+    Gradient steps on the smoothed penalty stop *near* a vertex of the l1 objective, not on it. Each head direction
+    of ``m`` in turn (``n_sweeps`` times) is replaced by the sparsest direction of the form ``n_j`` plus a
+    combination of the others (the direction program normalised by the dual row of ``n_j``), the latents are
+    rescaled to unit variance, and the heads of unobserved nodes are
+    set to their exact optimum. Returns ``(M, node_weights_in_new_basis, penalty, penalty_of_m)``, both penalties
+    exact (with optimal unobserved heads), or ``None`` for trees with more than :data:`MAX_ARCS` arcs.
+    """
+    parent_index = np.asarray(parent_index)
+    if int((parent_index >= 0).sum()) > MAX_ARCS:
+        return None
+    observed = np.asarray(observed, dtype=bool)
+    program = _DirectionProgram(node_weights, parent_index, observed)
+    before, _ = _free_heads(program, np.linalg.inv(m).T)
+    dirs = np.linalg.inv(m).T.copy()  # heads in the new basis are W @ dirs
+    for _ in range(n_sweeps):
+        for j in range(dirs.shape[1]):
+            # normalise by the dual row: r^T n_k = 0 for the other directions, so the program can only replace n_j
+            # by n_j plus a combination of the others (a coordinate step), never by another direction
+            r = np.linalg.inv(dirs)[j]
+            out = program.solve(r)
+            if out is not None and np.isfinite(out[0]).all():
+                dirs[:, j] = out[0]
+    if np.linalg.cond(dirs) > 1e8:
+        return None
+    new_m = np.linalg.inv(dirs).T
+    new_m = new_m / np.sqrt(np.einsum("ij,ik,kj->j", new_m, corr, new_m))  # unit-variance latents
+    dirs = np.linalg.inv(new_m).T
+    value, free = _free_heads(program, dirs)
+    heads = np.asarray(node_weights, dtype=np.float64) @ dirs
+    heads[~observed] = free
+    return new_m, heads, value, before

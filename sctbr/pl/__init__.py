@@ -1,4 +1,7 @@
-"""Plots in Scanpy's manner: ``ax=None, show=None, return_fig=False``; they read what ``sctbr.tl`` wrote."""
+"""Plots in Scanpy's manner (``ax=None, show=None, save=None, return_fig=False``; None unless ``show=False``).
+
+They read what ``sctbr.tl`` wrote.
+"""
 
 from sctbr.pl._causal import causal_effects
 from sctbr.pl._history import history

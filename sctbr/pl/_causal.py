@@ -14,7 +14,7 @@ from sctbr._docs import doc_params
 from sctbr.pl._common import finish, latent_colors, latent_label, new_axes, thin_labels
 
 
-@doc_params("pl_show")
+@doc_params("pl_ax", "pl_show", "pl_returns")
 def causal_effects(
     data: AnnData | pd.DataFrame,
     *,
@@ -27,6 +27,7 @@ def causal_effects(
     max_labels: int = 60,
     ax=None,
     show: bool | None = None,
+    save: bool | str | None = None,
     return_fig: bool = False,
 ):
     """Plot the effect of every latent in every environment with its confidence interval (a forest plot).
@@ -49,13 +50,12 @@ def causal_effects(
         Latents to draw, e.g. ``["latent_0", "latent_2"]`` (default: all).
     max_labels
         At most this many environment labels are written (every n-th beyond that).
-    ax
-        Existing Axes, or None for a new figure.
+    {pl_ax}
     {pl_show}
 
     Returns
     -------
-    The Axes, or the Figure with ``return_fig=True``.
+    {pl_returns}
 
     Examples
     --------
@@ -128,7 +128,7 @@ def causal_effects(
     ax.set_ylabel("environment")
     handles = [Line2D([], [], color=colors[j], marker="o", label=latent_label(v)) for j, v in enumerate(lat_levels)]
     ax.legend(handles=handles, loc="best", fontsize="small", frameon=False)
-    return finish(fig, ax, show, return_fig)
+    return finish(fig, ax, writekey="causal_effects", show=show, save=save, return_fig=return_fig)
 
 
 def _levels(values: pd.Series) -> list:

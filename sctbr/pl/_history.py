@@ -21,7 +21,7 @@ _STYLES = {
 }
 
 
-@doc_params("pl_ax", "pl_show")
+@doc_params("pl_ax", "pl_show", "pl_returns")
 def history(
     adata: AnnData,
     *,
@@ -31,6 +31,7 @@ def history(
     stages: bool = True,
     ax=None,
     show: bool | None = None,
+    save: bool | str | None = None,
     return_fig: bool = False,
 ):
     """Plot the training and validation loss of a fit by epoch.
@@ -61,7 +62,7 @@ def history(
 
     Returns
     -------
-    The Axes, or the Figure with ``return_fig=True``.
+    {pl_returns}
 
     Examples
     --------
@@ -113,7 +114,7 @@ def history(
     ax.set_title(f"{key}: training history", fontsize="medium")
     ax.legend(frameon=False, fontsize="small")
     ax.spines[["top", "right"]].set_visible(False)
-    return finish(fig, ax, show, return_fig)
+    return finish(fig, ax, writekey="history", show=show, save=save, return_fig=return_fig)
 
 
 def _sparsify_start(frame: pd.DataFrame, epochs: np.ndarray) -> float | None:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import matplotlib.pyplot as plt
 import numpy as np
 from anndata import AnnData
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.gridspec import GridSpecFromSubplotSpec
 
 from sctbr._constants import TBR_KEY, TRUE_LATENTS_KEY, stored_keys
 from sctbr._docs import doc_params
@@ -12,7 +17,7 @@ from sctbr.metrics import match_latents
 from sctbr.pl._common import METHOD_COLORS, finish, get_run
 
 
-@doc_params("pl_show")
+@doc_params("pl_show", "pl_returns")
 def latents_vs_truth(
     adata: AnnData,
     *,
@@ -21,14 +26,17 @@ def latents_vs_truth(
     method: str = "pearson",
     max_points: int = 3000,
     random_state: int = 0,
-    axes=None,
+    ax: Axes | Sequence[Axes] | None = None,
     show: bool | None = None,
+    save: bool | str | None = None,
     return_fig: bool = False,
 ):
     """Plot each true latent against the estimated latent matched to it, with their correlation.
 
     Latents are matched as in :func:`sctbr.metrics.mcc` (Hungarian matching of absolute correlations); a panel's
-    title gives the signed correlation. A fit that identified the latents shows straight lines.
+    title gives the signed correlation. A fit that identified the latents shows straight lines. One panel per true
+    latent, as Scanpy's multi-panel plots: ``ax`` is one Axes whose slot is divided into the panels (as
+    ``sc.pl.dotplot(ax=...)`` divides its slot), or one Axes per true latent.
 
     Parameters
     ----------
@@ -46,13 +54,15 @@ def latents_vs_truth(
         Cells drawn per panel (a seeded random subset).
     random_state
         Seed of the subset.
-    axes
-        Existing axes (one per true latent), or None for a new figure.
+    ax
+        An Axes (e.g. one cell of a grid of plots) whose slot holds the panels, a sequence of Axes (one per true
+        latent), or None for a new figure.
     {pl_show}
 
     Returns
     -------
-    Array of Axes (one per true latent), or the Figure with ``return_fig=True``.
+    {pl_returns}
+    With ``show=False``, a list of Axes: one per true latent.
 
     Examples
     --------
@@ -71,32 +81,42 @@ def latents_vs_truth(
     z_est = np.asarray(adata.obsm[rep], dtype=float)
     match = match_latents(z_true, z_est, method=method)
     d = z_true.shape[1]
-    if axes is None:
-        ncols = min(d, 5)
-        nrows = int(np.ceil(d / ncols))
-        fig, axs = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.6 * nrows), squeeze=False)
-        axs = axs.ravel()
-        for extra in axs[d:]:
-            extra.set_visible(False)
-        axs = axs[:d]
-    else:
-        axs = np.atleast_1d(np.asarray(axes, dtype=object)).ravel()
-        if len(axs) < d:
-            raise ValueError(f"`axes` has {len(axs)} axes but there are {d} true latents.")
-        fig = axs[0].figure
+    fig, axs = _panels(ax, d, title=f"{key}: latents vs truth")
     rng = np.random.default_rng(random_state)
     cells = rng.choice(len(z_true), size=min(max_points, len(z_true)), replace=False)
     color = METHOD_COLORS.get(str(run["params"]["method"]), "#333333")
     paired = dict(zip(match["true_index"], zip(match["est_index"], match["corr"], strict=True), strict=True))
-    for j, ax in enumerate(axs[:d]):
-        ax.set_xlabel(f"true latent {j}")
+    for j, panel in enumerate(axs):
+        panel.set_xlabel(f"true latent {j}")
         if j not in paired:
-            ax.set_title("no match")
+            panel.set_title("no match")
             continue
         e, r = paired[j]
-        ax.scatter(z_true[cells, j], z_est[cells, e], s=3, alpha=0.4, color=color, rasterized=True)
-        ax.set_ylabel(f"{key} latent {e}")
-        ax.set_title(f"r = {r:.3f}")
-    fig.suptitle(f"{key}: latents vs truth", y=1.02)
-    fig.tight_layout()
-    return finish(fig, axs, show, return_fig)
+        panel.scatter(z_true[cells, j], z_est[cells, e], s=3, alpha=0.4, color=color, rasterized=True)
+        panel.set_ylabel(f"{key} latent {e}")
+        panel.set_title(f"r = {r:.3f}", fontsize="medium")
+    return finish(fig, axs, writekey="latents_vs_truth", show=show, save=save, return_fig=return_fig)
+
+
+def _panels(ax, n: int, *, title: str) -> tuple[Figure, list[Axes]]:
+    """``n`` panel Axes: in a new figure, in the slot of one given Axes (which they replace), or the given ones."""
+    ncols = min(n, 5)
+    nrows = int(np.ceil(n / ncols))
+    if ax is None:
+        fig = plt.figure(figsize=(2.6 * ncols, 2.6 * nrows + 0.3), layout="constrained")
+        grid = fig.add_gridspec(nrows, ncols)
+        fig.suptitle(title)
+        return fig, [fig.add_subplot(grid[i // ncols, i % ncols]) for i in range(n)]
+    if isinstance(ax, Axes):
+        if n == 1:
+            return ax.figure, [ax]
+        fig, spec = ax.figure, ax.get_subplotspec()
+        if spec is None:
+            raise ValueError("`ax` must be a subplot (from plt.subplots or fig.add_subplot) to hold several panels.")
+        ax.remove()
+        grid = GridSpecFromSubplotSpec(nrows, ncols, subplot_spec=spec, wspace=0.55, hspace=0.65)
+        return fig, [fig.add_subplot(grid[i // ncols, i % ncols]) for i in range(n)]
+    axs = list(np.ravel(np.asarray(ax, dtype=object)))
+    if len(axs) < n or not all(isinstance(a, Axes) for a in axs):
+        raise ValueError(f"`ax` has {len(axs)} axes but there are {n} true latents: pass one Axes per true latent.")
+    return axs[0].figure, axs[:n]

@@ -57,8 +57,10 @@ def _grouped_box_points(
     log: bool,
     title: str | None,
     random_state: int,
+    writekey: str,
     ax,
     show: bool | None,
+    save: bool | str | None,
     return_fig: bool,
 ):
     """Box (quartiles) + jittered points of ``y`` per ``x`` level, one box per ``hue`` level side by side."""
@@ -124,10 +126,10 @@ def _grouped_box_points(
         fontsize="small",
     )
     ax.spines[["top", "right"]].set_visible(False)
-    return finish(fig, ax, show, return_fig)
+    return finish(fig, ax, writekey=writekey, show=show, save=save, return_fig=return_fig)
 
 
-@doc_params("pl_results", "pl_ax", "pl_show")
+@doc_params("pl_results", "pl_ax", "pl_show", "pl_returns")
 def mcc(
     results: pd.DataFrame,
     *,
@@ -140,6 +142,7 @@ def mcc(
     random_state: int = 0,
     ax=None,
     show: bool | None = None,
+    save: bool | str | None = None,
     return_fig: bool = False,
 ):
     """Plot the mean correlation coefficient (MCC) per sparsity level, TBR against the baseline.
@@ -169,7 +172,7 @@ def mcc(
 
     Returns
     -------
-    The Axes, or the Figure with ``return_fig=True``.
+    {pl_returns}
 
     Examples
     --------
@@ -179,7 +182,7 @@ def mcc(
     ...     {"method": ["tbr", "baseline"] * 4, "k": [1, 1, 2, 2] * 2, "seed": [0, 0, 0, 0, 1, 1, 1, 1],
     ...      "mcc": [0.98, 0.71, 0.93, 0.70, 0.97, 0.74, 0.90, 0.69]}
     ... )
-    >>> ax = sctbr.pl.mcc(results)
+    >>> ax = sctbr.pl.mcc(results, show=False)
     """
     return _grouped_box_points(
         results,
@@ -193,11 +196,13 @@ def mcc(
         random_state=random_state,
         ax=ax,
         show=show,
+        writekey="mcc",
+        save=save,
         return_fig=return_fig,
     )
 
 
-@doc_params("pl_results", "pl_ax", "pl_show")
+@doc_params("pl_results", "pl_ax", "pl_show", "pl_returns")
 def prediction_error(
     results: pd.DataFrame,
     *,
@@ -211,6 +216,7 @@ def prediction_error(
     random_state: int = 0,
     ax=None,
     show: bool | None = None,
+    save: bool | str | None = None,
     return_fig: bool = False,
 ):
     """Plot the prediction error (MSE on held-out cells) per sparsity level, TBR against the baseline.
@@ -241,7 +247,7 @@ def prediction_error(
 
     Returns
     -------
-    The Axes, or the Figure with ``return_fig=True``.
+    {pl_returns}
 
     Examples
     --------
@@ -250,7 +256,7 @@ def prediction_error(
     >>> results = pd.DataFrame(
     ...     {"method": ["tbr", "baseline"] * 2, "k": [1, 1, 2, 2], "seed": 0, "test_mse": [0.02, 0.9, 0.03, 0.8]}
     ... )
-    >>> ax = sctbr.pl.prediction_error(results, log=True)
+    >>> ax = sctbr.pl.prediction_error(results, log=True, show=False)
     """
     return _grouped_box_points(
         results,
@@ -264,11 +270,13 @@ def prediction_error(
         random_state=random_state,
         ax=ax,
         show=show,
+        writekey="prediction_error",
+        save=save,
         return_fig=return_fig,
     )
 
 
-@doc_params("pl_results", "pl_ax", "pl_show")
+@doc_params("pl_results", "pl_ax", "pl_show", "pl_returns")
 def transfer(
     results: pd.DataFrame,
     *,
@@ -282,6 +290,7 @@ def transfer(
     random_state: int = 0,
     ax=None,
     show: bool | None = None,
+    save: bool | str | None = None,
     return_fig: bool = False,
 ):
     """Plot the error on environments held out of training, per method and sparsity level.
@@ -314,7 +323,7 @@ def transfer(
 
     Returns
     -------
-    The Axes, or the Figure with ``return_fig=True``.
+    {pl_returns}
 
     Examples
     --------
@@ -323,7 +332,7 @@ def transfer(
     >>> results = pd.DataFrame(
     ...     {"method": ["tbr", "baseline"] * 2, "k": [1, 1, 2, 2], "seed": 0, "transfer_mse": [0.1, 0.5, 0.2, 0.6]}
     ... )
-    >>> ax = sctbr.pl.transfer(results)
+    >>> ax = sctbr.pl.transfer(results, show=False)
     """
     return _grouped_box_points(
         results,
@@ -337,5 +346,7 @@ def transfer(
         random_state=random_state,
         ax=ax,
         show=show,
+        writekey="transfer",
+        save=save,
         return_fig=return_fig,
     )

@@ -30,7 +30,7 @@ def _result(obj, key: str, fields: Sequence[str], tool: str) -> Mapping:
     return obj
 
 
-@doc_params("pl_show")
+@doc_params("pl_ax", "pl_show", "pl_returns")
 def n_latent(
     result: AnnData | Mapping,
     *,
@@ -39,6 +39,7 @@ def n_latent(
     log: bool = False,
     ax=None,
     show: bool | None = None,
+    save: bool | str | None = None,
     return_fig: bool = False,
 ):
     """Plot the validation error against the number of latents, with the chosen size marked.
@@ -58,13 +59,12 @@ def n_latent(
         Also draw the training error.
     log
         Logarithmic error axis.
-    ax
-        Existing Axes, or None for a new figure.
+    {pl_ax}
     {pl_show}
 
     Returns
     -------
-    The Axes, or the Figure with ``return_fig=True``.
+    {pl_returns}
 
     Examples
     --------
@@ -93,10 +93,10 @@ def n_latent(
     if log:
         ax.set_yscale("log")
     ax.legend(fontsize="small", frameon=False)
-    return finish(fig, ax, show, return_fig)
+    return finish(fig, ax, writekey="n_latent", show=show, save=save, return_fig=return_fig)
 
 
-@doc_params("pl_show")
+@doc_params("pl_ax", "pl_show", "pl_returns")
 def stability(
     result: AnnData | Mapping,
     *,
@@ -104,6 +104,7 @@ def stability(
     kind: Literal["matrix", "latents"] = "matrix",
     ax=None,
     show: bool | None = None,
+    save: bool | str | None = None,
     return_fig: bool = False,
 ):
     """Plot the agreement between refits with different seeds (from :func:`sctbr.tl.stability`).
@@ -122,13 +123,12 @@ def stability(
         ``key_added`` of :func:`sctbr.tl.stability`.
     kind
         ``"matrix"`` or ``"latents"``.
-    ax
-        Existing Axes, or None for a new figure.
+    {pl_ax}
     {pl_show}
 
     Returns
     -------
-    The Axes, or the Figure with ``return_fig=True``.
+    {pl_returns}
 
     Examples
     --------
@@ -159,7 +159,7 @@ def stability(
         ax.set_ylabel("seed")
         ax.set_title(f"MCC between runs (mean {float(summary['mean_mcc']):.2f})", fontsize="medium")
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="MCC")
-        return finish(fig, ax, show, return_fig)
+        return finish(fig, ax, writekey="stability", show=show, save=save, return_fig=return_fig)
 
     per_latent = pd.DataFrame(res["per_latent"])
     names = [str(v) for v in per_latent["latent"]]
@@ -175,4 +175,4 @@ def stability(
     ax.set_yticks(np.linspace(0.0, 1.0, 6))
     ax.set_ylabel("|correlation| with match in other runs")
     ax.legend(fontsize="small", frameon=False, loc="upper right")
-    return finish(fig, ax, show, return_fig)
+    return finish(fig, ax, writekey="stability", show=show, save=save, return_fig=return_fig)

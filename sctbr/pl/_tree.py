@@ -14,14 +14,17 @@ from sctbr._constants import TBR_KEY
 from sctbr._docs import doc_params
 from sctbr._tree import EnvironmentTree
 from sctbr.pl._common import (
+    category_colors,
     dfs_order,
     finish,
     get_field,
     get_run,
+    groupby_of,
     latent_colors,
     latent_label,
     new_axes,
     observed_nodes,
+    renderer,
     run_tree,
     thin_labels,
 )
@@ -84,7 +87,7 @@ def _select_latents(deltas: pd.DataFrame, latents: Sequence[int | str] | None) -
     return deltas[cols]
 
 
-@doc_params("pl_ax", "pl_show")
+@doc_params("pl_ax", "pl_show", "pl_returns")
 def tree(
     adata: AnnData,
     *,
@@ -98,6 +101,7 @@ def tree(
     figsize: tuple[float, float] | None = None,
     ax=None,
     show: bool | None = None,
+    save: bool | str | None = None,
     return_fig: bool = False,
 ):
     """Plot the environment tree and, on every arc, the latents whose weight changes there.
@@ -134,7 +138,7 @@ def tree(
 
     Returns
     -------
-    The Axes, or the Figure with ``return_fig=True``.
+    {pl_returns}
 
     Examples
     --------
@@ -193,7 +197,9 @@ def tree(
     is_obs = np.array([observed is None or n in observed for n in names])
     coords = np.array([xy(pos[n][0], theta[n]) for n in names])
     handles = []
-    ax.scatter(*coords[is_obs].T, s=node_size, color=_NODE_COLOR, zorder=2, linewidths=0)
+    env_colors = category_colors(adata, groupby_of(adata, key)) or {}
+    node_colors = [env_colors.get(n, _NODE_COLOR) for n, o in zip(names, is_obs, strict=True) if o]
+    ax.scatter(*coords[is_obs].T, s=node_size, color=node_colors, zorder=2, linewidths=0)
     if observed is not None:
         handles.append(Line2D([], [], ls="", marker="o", color=_NODE_COLOR, label="environment with cells"))
         if (~is_obs).any():
@@ -260,17 +266,24 @@ def tree(
     note = f" (1 in {shown[1]} of {n_leaves} leaves labelled)" if len(shown) > 1 and shown[1] > 1 else ""
     ax.set_title(f"{key}: latents that change on each arc{note}", fontsize="medium")
     if handles:
-        where = (
-            {"loc": "upper left", "bbox_to_anchor": (1.0, 1.0)}
-            if radial
-            else {"loc": "upper center", "bbox_to_anchor": (0.5, 0.0), "ncol": min(len(handles), 4)}
-        )
-        ax.legend(
-            handles=handles,
-            **where,
-            frameon=False,
-            fontsize="small",
-            title="marker area ~ |change|" if changed.any() else None,
-            title_fontsize="small",
-        )
-    return finish(fig, ax, show, return_fig)
+        style = {
+            "handles": handles,
+            "frameon": False,
+            "fontsize": "small",
+            "title": "marker area ~ |change|" if changed.any() else None,
+            "title_fontsize": "small",
+        }
+        if radial:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), **style)
+        else:
+            _legend_below(ax, style, ncol=min(len(handles), 4))
+    return finish(fig, ax, writekey="tree", show=show, save=save, return_fig=return_fig)
+
+
+def _legend_below(ax, style: dict, *, ncol: int) -> None:
+    """A legend under the axes, in as many columns (at most ``ncol``) as fit in the axes' width."""
+    width = ax.get_window_extent().width
+    for n in range(ncol, 0, -1):
+        legend = ax.legend(loc="upper left", bbox_to_anchor=(0.0, 0.0), ncol=n, **style)
+        if legend.get_window_extent(renderer(ax.figure)).width <= width:
+            return

@@ -8,10 +8,20 @@ from anndata import AnnData
 
 from sctbr._constants import TBR_KEY
 from sctbr._docs import doc_params
-from sctbr.pl._common import dfs_order, finish, get_field, latent_label, new_axes, run_tree, thin_labels
+from sctbr.pl._common import (
+    category_colors,
+    dfs_order,
+    finish,
+    get_field,
+    groupby_of,
+    latent_label,
+    new_axes,
+    run_tree,
+    thin_labels,
+)
 
 
-@doc_params("pl_ax", "pl_show")
+@doc_params("pl_ax", "pl_show", "pl_returns")
 def weights(
     adata: AnnData,
     *,
@@ -23,6 +33,7 @@ def weights(
     figsize: tuple[float, float] | None = None,
     ax=None,
     show: bool | None = None,
+    save: bool | str | None = None,
     return_fig: bool = False,
 ):
     """Plot the weights of every environment's head as a heatmap (environments in tree order x latents).
@@ -52,7 +63,7 @@ def weights(
 
     Returns
     -------
-    The Axes, or the Figure with ``return_fig=True``.
+    {pl_returns}
 
     Examples
     --------
@@ -82,10 +93,12 @@ def weights(
     ax.set_xticks(np.arange(values.shape[1]), [latent_label(c) for c in frame.columns], rotation=90)
     labelled = thin_labels(len(rows), max_labels)
     ax.set_yticks(labelled, [rows[i] for i in labelled], fontsize=9 if len(rows) <= 30 else 7)
-    if include_internal:
-        for tick, i in zip(ax.get_yticklabels(), labelled, strict=True):
-            if not t.is_leaf(rows[i]):
-                tick.set_fontstyle("italic")
+    env_colors = category_colors(adata, groupby_of(adata, key)) or {}
+    for tick, i in zip(ax.get_yticklabels(), labelled, strict=True):
+        if include_internal and not t.is_leaf(rows[i]):
+            tick.set_fontstyle("italic")
+        if rows[i] in env_colors:  # the environment's colour in adata.uns[f"{groupby}_colors"]
+            tick.set_bbox({"facecolor": env_colors[rows[i]], "edgecolor": "none", "alpha": 0.45, "pad": 1.0})
     ax.set_ylabel("environment (internal nodes in italics)" if include_internal else "environment")
     ax.set_title(f"{key}: environment weights", fontsize="medium")
-    return finish(fig, ax, show, return_fig)
+    return finish(fig, ax, writekey="weights", show=show, save=save, return_fig=return_fig)
