@@ -48,10 +48,10 @@ def fit(adata, key: str, lam, seed: int, max_epochs: int | None) -> dict:
     sctbr.tl.tbr(adata, lam=lam, key_added=key, random_state=seed, max_epochs=max_epochs, **SPLIT, **QUIET)
     seconds = time.perf_counter() - t
     res = adata.uns[key]
-    test = res["split"] == "test"
+    test = (adata.obs[f"{key}_split"] == "test").to_numpy()
     deltas = res["deltas"].to_numpy()
     return {
-        "mcc": mcc(adata.obsm["Z_true"][test], adata.obsm[f"X_{key}"][test]),
+        "mcc": mcc(adata.obsm["Z_true"][test], adata.obsm[key][test]),  # key_added names the obsm entry
         "seconds": seconds,
         "lam": float(res["params"]["lam"]),
         "zeros": float((deltas == 0).mean()),

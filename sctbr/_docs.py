@@ -55,7 +55,10 @@ layer
     Layer with the inputs (default ``adata.X``).""",
     "tbr_key_added": """\
 key_added
-    Results go to ``obsm[f"X_{key_added}"]``, ``obs[f"{key_added}_prediction"]`` and ``uns[key_added]``.""",
+    Where the results go, as scanpy's ``key_added`` (``sc.tl.umap``): ``None`` writes the default names
+    (``obsm["X_tbr"]``, ``uns["tbr"]``; ``X_baseline``/``baseline`` for the baseline), a name writes
+    ``obsm[key_added]`` and ``uns[key_added]``. The ``obs`` columns take the ``uns`` key as their stem (``obs["tbr_prediction"]``,
+    ``obs["tbr_split"]``). The full table: "Where results go" in the API reference (docs/api.md).""",
     "tbr_training": """\
 max_epochs
     Epochs; ``None`` picks about 20 000 optimiser steps (at most 300 epochs).
@@ -77,7 +80,12 @@ random_state
     # -- sctbr.tl.select_n_latent / sctbr.tl.stability -----------------------------------------------------------
     "inplace_key_added": """\
 key_added
-    With ``inplace=True`` the result goes to ``adata.uns[key_added]``.""",
+    With ``inplace=True`` the result goes to ``adata.uns[key_added]`` (``None``: the tool's default name), as in
+    "Where results go" in the API reference (docs/api.md).""",
+    "fit_key": """\
+key
+    The fit to read: its ``uns`` key, i.e. the ``key_added`` it was given, or ``"tbr"`` / ``"baseline"`` for
+    ``key_added=None`` ("Where results go" in the API reference, docs/api.md).""",
     # -- sctbr.pl ---------------------------------------------------------------------------------------------
     "pl_results": """\
 results

@@ -47,7 +47,7 @@ def run(out: Path, *, quick: bool = False, random_state: int = 0) -> pd.DataFram
         t = time.perf_counter()
         fit(adata, **common)
         secs = time.perf_counter() - t
-        test = adata.uns[method]["split"] == "test"
+        test = (adata.obs[f"{method}_split"] == "test").to_numpy()
         z_true, z_est = adata.obsm["Z_true"], adata.obsm[f"X_{method}"]
         mse = float(np.mean((adata.obs[f"{method}_prediction"].to_numpy() - adata.obs["y"].to_numpy())[test] ** 2))
         rows.append(

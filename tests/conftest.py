@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 
+import anndata as ad
 import pytest
 import torch
 
@@ -54,6 +56,19 @@ def make_adata(_simulation_cache):
 def small_adata(make_adata):
     """A fresh copy of the default small simulation (240 cells, environments n0..n11 of a depth-2 tree)."""
     return make_adata()
+
+
+@pytest.fixture
+def h5ad_roundtrip(tmp_path):
+    """Write an AnnData to an h5ad file and read it back: what sctbr writes must stay h5ad-writable."""
+    counter = itertools.count()
+
+    def roundtrip(adata: ad.AnnData) -> ad.AnnData:
+        path = tmp_path / f"roundtrip_{next(counter)}.h5ad"
+        adata.write_h5ad(path)
+        return ad.read_h5ad(path)
+
+    return roundtrip
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ def test_tbr_trains_on_gpu_and_identifies_latents():
         enable_progress_bar=False,
     )
     assert next(model.module.parameters()).device.type == "cuda"
-    test = adata.uns["tbr"]["split"] == "test"
+    test = (adata.obs["tbr_split"] == "test").to_numpy()
     assert sctbr.metrics.mcc(adata.obsm["Z_true"][test], adata.obsm["X_tbr"][test]) >= 0.95
 
 

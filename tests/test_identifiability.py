@@ -19,7 +19,7 @@ QUIET = {"accelerator": "cpu", "enable_progress_bar": False, "enable_model_summa
 
 
 def _test_mcc(adata, key: str) -> float:
-    test = adata.uns[key]["split"] == "test"
+    test = (adata.obs[f"{key}_split"] == "test").to_numpy()
     assert test.sum() > 0
     return mcc(adata.obsm["Z_true"][test], adata.obsm[f"X_{key}"][test])
 

@@ -63,6 +63,12 @@ def _roundtrip(adata: ad.AnnData, tmp_path, name: str = "a.h5ad") -> ad.AnnData:
     return ad.read_h5ad(path)
 
 
+def _tree(adata: ad.AnnData, groupby: str, **kwargs) -> EnvironmentTree:
+    """Run pp.environment_tree (scanpy's inplace: it returns None) and read the stored tree back."""
+    assert sctbr.pp.environment_tree(adata, groupby, **kwargs) is None
+    return EnvironmentTree.coerce(adata.uns[kwargs.get("key_added") or "environment_tree"])
+
+
 @pytest.fixture
 def counts() -> ad.AnnData:
     return _counts()
@@ -74,7 +80,7 @@ def counts() -> ad.AnnData:
 
 
 def test_environment_tree_has_categories_as_leaves_and_is_stored_for_tbr(counts, tmp_path):
-    tree = sctbr.pp.environment_tree(counts, "cell_type")
+    tree = _tree(counts, "cell_type")
     assert sorted(tree.leaves) == sorted(CELL_TYPES)
     assert tree.n_nodes == 2 * len(CELL_TYPES) - 1
     assert tree.root == "root"
@@ -92,6 +98,18 @@ def test_environment_tree_has_categories_as_leaves_and_is_stored_for_tbr(counts,
     assert "linkage" in back.uns["dendrogram_cell_type"]
 
 
+def test_environment_tree_follows_scanpy_inplace(counts, tmp_path):
+    # inplace=True (default) writes into adata and returns None; inplace=False returns the tree and writes nothing
+    snap = _snapshot(counts)
+    tree = sctbr.pp.environment_tree(counts, "cell_type", inplace=False)
+    assert isinstance(tree, EnvironmentTree)
+    _assert_unchanged(counts, snap)
+    assert sctbr.pp.environment_tree(counts, "cell_type") is None
+    assert EnvironmentTree.coerce(_roundtrip(counts, tmp_path).uns["environment_tree"]) == tree
+    with pytest.raises(TypeError, match="inplace"):
+        sctbr.pp.environment_tree(counts, "cell_type", inplace="yes")
+
+
 def test_environment_tree_matches_scanpy_dendrogram_on_the_same_representation(counts):
     lognorm = counts.copy()
     sc.pp.normalize_total(lognorm, target_sum=1e4)
@@ -102,7 +120,7 @@ def test_environment_tree_matches_scanpy_dendrogram_on_the_same_representation(c
 
     fresh = counts.copy()
     fresh.obsm["X_pca"] = lognorm.obsm["X_pca"]
-    tree = sctbr.pp.environment_tree(fresh, "cell_type", linkage_method="average")
+    tree = _tree(fresh, "cell_type", linkage_method="average")
     assert tree == expected
 
 
@@ -128,12 +146,12 @@ def test_environment_tree_reuses_a_matching_stored_dendrogram(counts, tmp_path):
         "categories_idx_ordered": [0, 2, 1, 3],
     }
     counts = _roundtrip(counts, tmp_path)  # as read from a file
-    tree = sctbr.pp.environment_tree(counts, "cell_type")
+    tree = _tree(counts, "cell_type")
     assert tree.parent("alpha") == tree.parent("gamma")
     np.testing.assert_array_equal(counts.uns["dendrogram_cell_type"]["linkage"], linkage)
 
     # Asking for another linkage method recomputes (and stores) the dendrogram.
-    tree = sctbr.pp.environment_tree(counts, "cell_type", linkage_method="average")
+    tree = _tree(counts, "cell_type", linkage_method="average")
     assert tree.parent("alpha") == tree.parent("beta")
     assert counts.uns["dendrogram_cell_type"]["linkage_method"] == "average"
     _roundtrip(counts, tmp_path, "b.h5ad")
@@ -143,7 +161,7 @@ def test_environment_tree_recomputes_a_dendrogram_for_reordered_categories(count
     sctbr.pp.environment_tree(counts, "cell_type")
     first = sctbr.EnvironmentTree.coerce(dict(counts.uns["environment_tree"]))
     counts.obs["cell_type"] = counts.obs["cell_type"].cat.reorder_categories(["delta", "gamma", "beta", "alpha"])
-    tree = sctbr.pp.environment_tree(counts, "cell_type")
+    tree = _tree(counts, "cell_type")
     # same topology, rebuilt for the new category order (a stale linkage would swap the pairs)
     assert tree.parent("alpha") == tree.parent("beta") != tree.parent("gamma") == tree.parent("delta")
     assert set(tree.leaves) == set(first.leaves)
@@ -151,7 +169,7 @@ def test_environment_tree_recomputes_a_dendrogram_for_reordered_categories(count
 
 def test_environment_tree_internal_names_do_not_clash_with_categories(tmp_path):
     adata = _counts(types=["root", "node0", "node1", "x"])
-    tree = sctbr.pp.environment_tree(adata, "cell_type", key_added="my_tree")
+    tree = _tree(adata, "cell_type", key_added="my_tree")
     assert sorted(tree.leaves) == ["node0", "node1", "root", "x"]
     assert tree.root == "_root"
     back = _roundtrip(adata, tmp_path)
@@ -165,12 +183,12 @@ def test_environment_tree_uses_rep_and_small_x_directly(counts):
     means = np.array([up, up + [0, 0, 1, 0, 0, 0], down, down + [0, 1, 0, 0, 0, 0]])
     rep = np.repeat(means, 30, axis=0) + 0.01 * rng.normal(size=(120, 6))
     counts.obsm["X_custom"] = rep
-    tree = sctbr.pp.environment_tree(counts, "cell_type", use_rep="X_custom", cor_method="spearman")
+    tree = _tree(counts, "cell_type", use_rep="X_custom", cor_method="spearman")
     assert tree.parent("alpha") == tree.parent("beta")
     assert counts.uns["dendrogram_cell_type"]["use_rep"] == "X_custom"
 
     small = counts[:, :20].copy()  # <= 50 genes: Scanpy uses X itself
-    tree = sctbr.pp.environment_tree(small, "cell_type")
+    tree = _tree(small, "cell_type")
     assert sorted(tree.leaves) == sorted(CELL_TYPES)
 
 
@@ -179,7 +197,7 @@ def test_environment_tree_validates_and_stores_a_user_tree(counts, tmp_path, giv
     parents = {"T": "blood", "alpha": "T", "beta": "T", "gamma": "blood", "delta": "blood"}
     tree = EnvironmentTree(parents)
     obj = {"mapping": parents, "newick": tree.to_newick(), "tree": tree}[given]
-    result = sctbr.pp.environment_tree(counts, "cell_type", tree=obj)
+    result = _tree(counts, "cell_type", tree=obj)
     assert result == tree
     assert "dendrogram_cell_type" not in counts.uns
     back = _roundtrip(counts, tmp_path)

@@ -75,9 +75,9 @@ def test_writes_latents_prediction_and_uns(fitted):
     pred = adata.obs["tbr_prediction"]
     assert pred.dtype == np.float64
     assert np.isfinite(pred).all()
-    # only the three results are added; nothing of scvi-tools' registration leaks into the user's object
+    # only the results are added; nothing of scvi-tools' registration leaks into the user's object
     assert set(adata.obsm.keys()) - set(original.obsm.keys()) == {"X_tbr"}
-    assert set(adata.obs.columns) - set(original.obs.columns) == {"tbr_prediction"}
+    assert set(adata.obs.columns) - set(original.obs.columns) == {"tbr_prediction", "tbr_split"}
     assert set(adata.uns.keys()) - set(original.uns.keys()) == {"tbr"}
     np.testing.assert_array_equal(adata.X, original.X)
     pd.testing.assert_frame_equal(adata.obs[original.obs.columns], original.obs)
@@ -86,7 +86,9 @@ def test_writes_latents_prediction_and_uns(fitted):
 def test_uns_contents(fitted):
     _, adata = fitted
     res = adata.uns["tbr"]
-    assert {"params", "environment_weights", "deltas", "history", "tree", "split"} <= set(res)
+    assert {"params", "obsm_key", "environment_weights", "deltas", "history", "tree"} <= set(res)
+    assert res["obsm_key"] == "X_tbr"
+    assert "split" not in res  # per-cell: obs["tbr_split"]
     params = res["params"]
     assert params["method"] == "tbr"
     assert params["target"] == "y"
@@ -107,9 +109,9 @@ def test_uns_contents(fitted):
 
 def test_split_is_stratified(fitted):
     _, adata = fitted
-    split = pd.Series(adata.uns["tbr"]["split"], index=adata.obs_names)
-    assert len(split) == adata.n_obs
-    assert set(split) <= {"train", "validation", "test"}
+    split = adata.obs["tbr_split"]
+    assert isinstance(split.dtype, pd.CategoricalDtype)
+    assert split.cat.categories.tolist() == ["train", "validation", "test"]
     counts = pd.crosstab(adata.obs["environment"], split)
     # 40 cells per environment: 32 train, 8 validation
     assert (counts["train"] == 32).all()
@@ -136,7 +138,7 @@ def test_h5ad_round_trip(fitted, tmp_path):
     for key in ("environment_weights", "deltas", "history"):
         pd.testing.assert_frame_equal(res_back[key], res[key], check_dtype=False, check_index_type=False)
     assert EnvironmentTree.coerce(res_back["tree"]) == EnvironmentTree.coerce(res["tree"])
-    np.testing.assert_array_equal(res_back["split"].astype(str), res["split"])
+    pd.testing.assert_series_equal(back.obs["tbr_split"], adata.obs["tbr_split"])
     for key, value in res["params"].items():
         np.testing.assert_array_equal(res_back["params"][key], value)
 
@@ -156,15 +158,26 @@ def test_return_model(small_adata, no_refine):
     np.testing.assert_allclose(model.get_latent_representation(), small_adata.obsm["X_tbr"], atol=1e-6)
 
 
-def test_key_added(small_adata, no_refine):
+def test_key_added_follows_scanpy(small_adata, no_refine, h5ad_roundtrip):
+    # as sc.tl.umap: key_added names the obsm and the uns entry; the obs columns take it as their stem
     before = snapshot(small_adata)
     sctbr.tl.tbr(small_adata, key_added="prog", **no_refine)
-    assert "X_prog" in small_adata.obsm
-    assert "prog_prediction" in small_adata.obs
-    assert "prog" in small_adata.uns
-    assert set(small_adata.obsm.keys()) - before["obsm"] == {"X_prog"}
+    assert set(small_adata.obsm.keys()) - before["obsm"] == {"prog"}
     assert set(small_adata.uns.keys()) - before["uns"] == {"prog"}
-    assert "tbr_prediction" not in small_adata.obs
+    assert set(small_adata.obs.columns) - set(before["obs"]) == {"prog_prediction", "prog_split"}
+    assert small_adata.uns["prog"]["obsm_key"] == "prog"
+    # the baseline: X_baseline / baseline by default, the same rule with a name
+    sctbr.tl.baseline(small_adata, **no_refine)
+    sctbr.tl.baseline(small_adata, key_added="base2", **no_refine)
+    assert {"X_baseline", "base2"} <= set(small_adata.obsm.keys())
+    assert {"baseline_prediction", "baseline_split", "base2_prediction", "base2_split"} <= set(small_adata.obs)
+    # readers take the uns key and find the obsm entry the writer recorded
+    for key in ("prog", "baseline", "base2"):
+        assert len(sctbr.tl.causal_effects(small_adata, key=key, split="train")) > 0
+    back = h5ad_roundtrip(small_adata)
+    assert len(sctbr.tl.causal_effects(back, key="prog", split="validation")) > 0
+    with pytest.raises(ValueError, match="key_added"):
+        sctbr.tl.tbr(small_adata, key_added="", **no_refine)
 
 
 def test_copy(small_adata, no_refine):

@@ -45,6 +45,13 @@ def _roundtrip(adata: ad.AnnData, tmp_path) -> ad.AnnData:
     return ad.read_h5ad(path)
 
 
+def _runs(adata: ad.AnnData, key: str = "tbr_stability") -> np.ndarray:
+    """The stability runs' latents as runs x cells x latents, from their obsm entry (cells x (runs * latents))."""
+    res = adata.uns[key]
+    z = np.asarray(adata.obsm[res["obsm_key"]])
+    return z.reshape(adata.n_obs, int(res["summary"]["n_seeds"]), int(res["summary"]["n_latent"])).transpose(1, 0, 2)
+
+
 def _snapshot(adata: ad.AnnData) -> tuple:
     return (list(adata.obs.columns), list(adata.obsm.keys()), sorted(adata.uns.keys()), adata.X.copy())
 
@@ -196,7 +203,7 @@ def test_stability_tracks_the_true_mcc(stabilities, tmp_path):
     for k, (adata, _) in stabilities.items():
         res = adata.uns["tbr_stability"]
         summary[k] = res["summary"]["mean_mcc"]
-        true[k] = [mcc(adata.obsm["Z_true"], z) for z in res["latents"]]
+        true[k] = [mcc(adata.obsm["Z_true"], z) for z in _runs(adata)]
         print(f"k={k}: stability (mean pairwise MCC) {summary[k]:.3f}, true MCC of each run {np.round(true[k], 3)}")
     # identified at k = 1: every run close to the truth and the runs agree; at k = 0 neither
     assert summary[1] > 0.95
@@ -216,8 +223,12 @@ def test_stability_tracks_the_true_mcc(stabilities, tmp_path):
     assert stabilities[1][1] == []
     assert len(stabilities[0][1]) == 1
     assert "not stable across seeds" in stabilities[0][1][0]
+    # the runs' latents are per cell: obsm (cells x (runs * latents)), not uns; they survive h5ad
+    assert "latents" not in stabilities[1][0].uns["tbr_stability"]
     back = _roundtrip(stabilities[1][0], tmp_path)
-    assert back.uns["tbr_stability"]["latents"].shape == (3, stabilities[1][0].n_obs, 2)
+    assert back.uns["tbr_stability"]["obsm_key"] == "X_tbr_stability"
+    assert back.obsm["X_tbr_stability"].shape == (stabilities[1][0].n_obs, 3 * 2)
+    np.testing.assert_array_equal(_runs(back), _runs(stabilities[1][0]))
 
 
 @pytest.mark.slow
@@ -231,7 +242,7 @@ def test_stability_tables_are_tidy_and_consistent(stabilities):
     assert np.allclose(np.diag(matrix), 1.0)
     assert np.allclose(matrix, matrix.T)
     # the pair MCC is the mean over the pair's latents, and equals sctbr.metrics.mcc of the two runs
-    z = res["latents"]
+    z = _runs(adata)
     for (a, b), grp in pairs.groupby(["seed_a", "seed_b"]):
         assert matrix.loc[str(a), str(b)] == pytest.approx(grp["abs_corr"].mean())
         assert matrix.loc[str(a), str(b)] == pytest.approx(mcc(z[a], z[b]))
@@ -311,6 +322,66 @@ def test_causal_effects_intervals_have_their_nominal_coverage_on_exact_latents(t
     _roundtrip(adata, tmp_path)
 
 
+def _hand_written_ols(z: np.ndarray, y: np.ndarray, alpha: float) -> dict[str, np.ndarray]:
+    """The hand-written OLS that causal_effects used before statsmodels (kept as the reference of the switch)."""
+    from scipy import stats
+
+    n, d = z.shape
+    sd = z.std(axis=0)
+    keep = sd > 1e-12 * np.maximum(1.0, np.abs(z).max(axis=0))
+    out = {name: np.full(d, np.nan) for name in ("effect", "se", "ci_low", "ci_high", "p_value")}
+    p = int(keep.sum())
+    dof = n - p - 1
+    if p == 0 or dof < 1:
+        return out
+    zs = (z[:, keep] - z[:, keep].mean(axis=0)) / sd[keep]
+    design = np.column_stack([np.ones(n), zs])
+    beta, _, rank, _ = np.linalg.lstsq(design, y, rcond=None)
+    if rank < design.shape[1]:
+        return out
+    resid = y - design @ beta
+    cov = float(resid @ resid) / dof * np.linalg.inv(design.T @ design)
+    se = np.sqrt(np.clip(np.diag(cov)[1:], 0.0, None))
+    crit = float(stats.t.ppf(1.0 - alpha / 2.0, dof))
+    coef = beta[1:]
+    out["effect"][keep], out["se"][keep] = coef, se
+    out["ci_low"][keep], out["ci_high"][keep] = coef - crit * se, coef + crit * se
+    out["p_value"][keep] = 2.0 * stats.t.sf(np.abs(coef / se), dof)
+    return out
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.01])
+def test_causal_effects_equal_the_hand_written_ols(make_adata, alpha, tmp_path):
+    # statsmodels' plain OLS gives the numbers of the hand-written OLS it replaced, to 1e-8
+    adata = make_adata()
+    rng = np.random.default_rng(0)
+    z = np.column_stack([np.asarray(adata.obsm["Z_true"]), rng.normal(size=adata.n_obs)])
+    env = adata.obs["environment"].astype(str).to_numpy()
+    z[env == "n01", 2] = 1.5  # a latent constant within one environment: NaN there, the others still estimated
+    _with_latents(adata, z)
+    table = sctbr.tl.causal_effects(adata, alpha=alpha)
+    y = adata.obs["y"].to_numpy(dtype=float)
+    for e, rows in table.groupby("environment", observed=True):
+        ref = _hand_written_ols(z[env == e], y[env == e], alpha)
+        for col in ("effect", "se", "ci_low", "ci_high", "p_value"):
+            np.testing.assert_allclose(rows[col].to_numpy(), ref[col], rtol=1e-8, atol=1e-8, err_msg=f"{e} {col}")
+    assert table.loc[table["environment"] == "n01", "effect"].isna().tolist() == [False, False, True]
+    # robust (HC3) standard errors: the same effects, other intervals; HC3 = (X'X)^-1 X' diag(e^2 / (1-h)^2) X (X'X)^-1
+    robust = sctbr.tl.causal_effects(adata, alpha=alpha, cov_type="HC3")
+    np.testing.assert_allclose(robust["effect"], table["effect"], rtol=1e-10)
+    cells = env == "n0"
+    zs = (z[cells] - z[cells].mean(axis=0)) / z[cells].std(axis=0)
+    design = np.column_stack([np.ones(cells.sum()), zs])
+    bread = np.linalg.inv(design.T @ design)
+    resid = y[cells] - design @ (bread @ design.T @ y[cells])
+    h = np.einsum("ij,jk,ik->i", design, bread, design)
+    hc3 = bread @ (design.T * (resid / (1 - h)) ** 2) @ design @ bread
+    np.testing.assert_allclose(robust.loc[robust["environment"] == "n0", "se"], np.sqrt(np.diag(hc3)[1:]), rtol=1e-8)
+    with pytest.raises(ValueError, match="cov_type"):
+        sctbr.tl.causal_effects(adata, cov_type="HC9")
+    _roundtrip(adata, tmp_path)
+
+
 @pytest.fixture(scope="module")
 def fitted_k1(torch_single_thread) -> ad.AnnData:
     """tl.tbr on the k = 1 simulation of the stability test, with the settings and seed of its first run."""
@@ -326,7 +397,7 @@ def test_causal_effects_of_tbr_latents_recover_the_true_effects(fitted_k1, tmp_p
     print(f"MCC of the fit: {match['abs_corr'].mean():.3f}")
     for split in (None, "validation"):
         table = sctbr.tl.causal_effects(adata, split=split)
-        cells = None if split is None else np.asarray(adata.uns["tbr"]["split"]) == split
+        cells = None if split is None else (adata.obs["tbr_split"] == split).to_numpy()
         truth = _true_effects(adata, cells)
         est, tru, covered = [], [], []
         for t_idx, e_idx, corr in zip(match["true_index"], match["est_index"], match["corr"], strict=True):
@@ -346,10 +417,7 @@ def test_causal_effects_of_tbr_latents_recover_the_true_effects(fitted_k1, tmp_p
         assert err.mean() < 0.2 * np.abs(tru).mean()
         # the intervals carry the sampling noise, not the small mixing left in the latents: coverage below 95%
         assert covered.mean() >= (0.4 if split is None else 0.75)
-    assert (
-        table.drop_duplicates("environment")["n_cells"].sum()
-        == (np.asarray(adata.uns["tbr"]["split"]) == "validation").sum()
-    )
+    assert table.drop_duplicates("environment")["n_cells"].sum() == (adata.obs["tbr_split"] == "validation").sum()
     # the paper's ATE error of these latents is small (its Table 3: 0.05 for TBR at k = 1)
     ate = ate_table(adata.obsm["Z_true"], adata.obsm["X_tbr"], adata.obs["y"].to_numpy(), adata.obs["environment"])
     print(f"ATE error: {ate['sq_error'].mean():.4f}")
@@ -362,7 +430,7 @@ def test_causal_effects_of_tbr_latents_recover_the_true_effects(fitted_k1, tmp_p
 
 @pytest.mark.slow
 def test_stability_first_run_is_the_tl_tbr_fit(stabilities, fitted_k1):
-    assert np.allclose(stabilities[1][0].uns["tbr_stability"]["latents"][0], fitted_k1.obsm["X_tbr"])
+    assert np.allclose(_runs(stabilities[1][0])[0], fitted_k1.obsm["X_tbr"])
 
 
 def test_causal_effects_errors_are_clear(make_adata):

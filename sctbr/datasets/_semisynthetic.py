@@ -123,7 +123,7 @@ def semisynthetic(
     >>> import sctbr
     >>> adata = sctbr.datasets.pbmc3k()
     >>> sctbr.pp.magic(adata, library_size="total_counts")
-    >>> tree = sctbr.pp.environment_tree(adata, "cell_type")
+    >>> sctbr.pp.environment_tree(adata, "cell_type")
     >>> semi = sctbr.datasets.semisynthetic(
     ...     adata, latent_genes=sctbr.datasets.house_keeping_genes(), groupby="cell_type", random_state=0
     ... )

@@ -89,13 +89,13 @@ def fit_method(
     validation cells (comparable across weights, unlike the penalised objective; the model's lambda rule,
     :func:`sctbr.model.one_standard_error_rule`, without a standard error); the test cells are used only for the
     reported numbers. The fits go through the fit core (:func:`sctbr.tl.fit`) and only the kept one is written into
-    ``adata``, under ``key`` (default: the method's name), as ``sctbr.tl.tbr`` writes it.
+    ``adata`` as ``sctbr.tl.tbr`` writes it, with ``key`` as its ``key_added`` (``None``: the method's name, e.g.
+    ``obsm["X_tbr"]``, ``uns["tbr"]``, ``obs["tbr_split"]``).
 
     Returns the row of the tidy table (``method``, ``seed``, ``mcc`` and ``test_mse`` on the test cells,
     ``validation_mse``, ``transfer_mse`` = NaN, ``n_latent``, ``lam``, ``fit_seconds``), and the kept
     :class:`~sctbr.tl.FitResult` too with ``return_result=True``.
     """
-    key = key or method
     train_kwargs = {"enable_progress_bar": False, "enable_model_summary": False}
     if method == "tbr_plain":
         train_kwargs.update(refine=False, fit_fraction=0.0)
@@ -124,7 +124,7 @@ def fit_method(
     order = np.argsort([-np.inf if lam is None else lam for lam in grid], kind="stable")
     errors_by_lam = np.nan_to_num(np.asarray(errors, dtype=float)[order], nan=np.inf)
     best = results[int(order[one_standard_error_rule(errors_by_lam)])]
-    best.write(adata, key)
+    best.write(adata, key, default=method)
     test = best.split == "test"
     score = float("nan")
     if TRUE_LATENTS_KEY in adata.obsm and test.sum() > 1:

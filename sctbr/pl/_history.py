@@ -45,7 +45,8 @@ def history(
     adata
         AnnData with a fit of :func:`sctbr.tl.tbr` (or :func:`sctbr.tl.baseline`).
     key
-        The ``key_added`` of the fit.
+        The fit's ``uns`` key: its ``key_added``, or ``"tbr"`` / ``"baseline"`` for ``key_added=None`` (see
+        "Where results go" in the API reference).
     metrics
         Columns of ``adata.uns[key]["history"]`` to draw; default ``train_loss`` and ``validation_loss`` (those
         recorded; a fit without a validation split has only the first). Add ``"mse_train"`` and

@@ -11,7 +11,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.gridspec import GridSpecFromSubplotSpec
 
-from sctbr._constants import TBR_KEY, TRUE_LATENTS_KEY, latents_key
+from sctbr._constants import TBR_KEY, TRUE_LATENTS_KEY, stored_keys
 from sctbr._docs import doc_params
 from sctbr.metrics import match_latents
 from sctbr.pl._common import METHOD_COLORS, finish, get_run
@@ -41,10 +41,11 @@ def latents_vs_truth(
     Parameters
     ----------
     adata
-        AnnData with ``obsm[f"X_{key}"]`` (from :func:`sctbr.tl.tbr` or :func:`sctbr.tl.baseline`) and the true
-        latents in ``obsm[truth]``.
+        AnnData with a fit of :func:`sctbr.tl.tbr` or :func:`sctbr.tl.baseline` (latents in ``obsm["X_tbr"]`` by
+        default) and the true latents in ``obsm[truth]``.
     key
-        The ``key_added`` of the fit.
+        The fit's ``uns`` key: its ``key_added``, or ``"tbr"`` / ``"baseline"`` for ``key_added=None`` (see
+        "Where results go" in the API reference).
     truth
         ``obsm`` key of the true latents.
     method
@@ -71,7 +72,7 @@ def latents_vs_truth(
     >>> sctbr.pl.latents_vs_truth(adata)  # doctest: +SKIP
     """
     run = get_run(adata, key)
-    rep = latents_key(key)
+    rep = stored_keys(run, key).obsm
     if rep not in adata.obsm:
         raise KeyError(f"adata.obsm[{rep!r}] is missing; run sctbr.tl.tbr(adata, key_added={key!r}) first.")
     if truth not in adata.obsm:

@@ -117,7 +117,8 @@ def tree(
     adata
         AnnData with a fit of :func:`sctbr.tl.tbr` (or :func:`sctbr.tl.baseline`, whose changes are all zero).
     key
-        The ``key_added`` of the fit.
+        The fit's ``uns`` key: its ``key_added``, or ``"tbr"`` / ``"baseline"`` for ``key_added=None`` (see
+        "Where results go" in the API reference).
     threshold
         Changes with ``|Delta| <= threshold`` count as zero.
     latents

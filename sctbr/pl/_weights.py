@@ -46,7 +46,8 @@ def weights(
     adata
         AnnData with a fit of :func:`sctbr.tl.tbr` (or :func:`sctbr.tl.baseline`).
     key
-        The ``key_added`` of the fit.
+        The fit's ``uns`` key: its ``key_added``, or ``"tbr"`` / ``"baseline"`` for ``key_added=None`` (see
+        "Where results go" in the API reference).
     include_internal
         Also show the internal nodes of the tree (ancestral environments), not only the leaves.
     cmap

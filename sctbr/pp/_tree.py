@@ -155,7 +155,8 @@ def environment_tree(
     linkage_method: str = "complete",
     cor_method: Literal["pearson", "kendall", "spearman"] = "pearson",
     key_added: str | None = None,
-) -> EnvironmentTree:
+    inplace: bool = True,
+) -> EnvironmentTree | None:
     """Build the tree of environments (cell types) and store it where :func:`sctbr.tl.tbr` finds it.
 
     By default the tree is Scanpy's dendrogram of the categories of ``obs[groupby]``, as in the paper: the
@@ -193,21 +194,27 @@ def environment_tree(
         Correlation between category means, turned into the distance ``1 - correlation``.
     key_added
         Key of ``adata.uns`` for the tree (default ``"environment_tree"``, where :func:`sctbr.tl.tbr` looks).
+    inplace
+        Write the tree into ``adata`` and return ``None`` (scanpy's ``inplace``, as :func:`scanpy.tl.dendrogram`);
+        ``False`` returns the tree and leaves ``adata`` untouched (a computed dendrogram is not stored either).
 
     Returns
     -------
-    The tree. ``adata.uns[key_added]`` holds :meth:`~sctbr.EnvironmentTree.to_dict` plus ``"groupby"`` and
-    ``"source"`` (``"dendrogram_<groupby>"`` or ``"user"``), and ``adata.uns["sctbr"]`` records ``groupby``
-    and the tree's key so that ``sctbr.tl.tbr(adata, target=...)`` needs neither.
+    ``None`` with ``inplace=True``: ``adata.uns[key_added]`` then holds :meth:`~sctbr.EnvironmentTree.to_dict`
+    plus ``"groupby"`` and ``"source"`` (``"dendrogram_<groupby>"`` or ``"user"``; read it back with
+    ``sctbr.EnvironmentTree.coerce(adata.uns["environment_tree"])``), ``adata.uns["sctbr"]`` records ``groupby``
+    and the tree's key so that ``sctbr.tl.tbr(adata, target=...)`` needs neither, and a computed dendrogram goes to
+    ``adata.uns["dendrogram_<groupby>"]``. With ``inplace=False`` the :class:`~sctbr.EnvironmentTree`.
 
     Examples
     --------
     >>> import sctbr
     >>> adata = sctbr.datasets.pbmc3k()
-    >>> tree = sctbr.pp.environment_tree(adata, "cell_type")
+    >>> sctbr.pp.environment_tree(adata, "cell_type")
+    >>> tree = sctbr.EnvironmentTree.coerce(adata.uns["environment_tree"])
     >>> sorted(tree.leaves) == sorted(adata.obs["cell_type"].cat.categories)
     True
-    >>> tree = sctbr.pp.environment_tree(adata, "cell_type", tree={c: "PBMC" for c in tree.leaves})
+    >>> tree = sctbr.pp.environment_tree(adata, "cell_type", tree={c: "PBMC" for c in tree.leaves}, inplace=False)
     >>> tree.root
     'PBMC'
     """
@@ -215,6 +222,8 @@ def environment_tree(
     key = TREE_KEY if key_added is None else key_added
     if not isinstance(key, str) or not key:
         raise ValueError(f"`key_added` must be a non-empty string, got {key_added!r}.")
+    if not isinstance(inplace, bool):
+        raise TypeError(f"`inplace` must be True or False, got {inplace!r}.")
 
     dendrogram_key = f"dendrogram_{groupby}"
     dendrogram_info = None
@@ -263,6 +272,8 @@ def environment_tree(
         result = EnvironmentTree.from_linkage(linkage, categories, internal_prefix=prefix, root_name=root)
         source = dendrogram_key
 
+    if not inplace:
+        return result
     # Write only after everything succeeded.
     if dendrogram_info is not None:
         if dendrogram_key in adata.uns:
@@ -273,4 +284,4 @@ def environment_tree(
     stored["source"] = source
     adata.uns[key] = stored
     record_defaults(adata, groupby=groupby, tree_key=key)
-    return result
+    return None

@@ -8,65 +8,68 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 from anndata import AnnData
-from scipy import stats
 
-from sctbr._constants import CAUSAL_EFFECTS_COLUMNS, TBR_KEY, latents_key
+from sctbr._constants import CAUSAL_EFFECTS_COLUMNS, SPLITS, TBR_KEY, ResultKeys, split_key, stored_keys
+from sctbr._docs import doc_params
 from sctbr._utils import environment_levels
 from sctbr._validation import binary_target
 
 COLUMNS = CAUSAL_EFFECTS_COLUMNS
-_SPLITS = ("train", "validation", "test")
+#: Covariances of the coefficients :func:`causal_effects` accepts (statsmodels' ``cov_type``).
+COV_TYPES = ("nonrobust", "HC0", "HC1", "HC2", "HC3")
 _ALL_CELLS = "all cells"
 
 
-def _fit_record(adata: AnnData, key: str) -> dict:
-    """The ``uns`` entry and latents of a ``sctbr.tl.tbr`` run, or an error saying how to make them."""
-    rep = latents_key(key)
+def _fit_record(adata: AnnData, key: str) -> tuple[dict, ResultKeys]:
+    """The ``uns`` entry of a ``sctbr.tl.tbr`` run and its keys, or an error saying how to make them."""
     run = adata.uns.get(key)
-    if not hasattr(run, "get") or "params" not in run or rep not in adata.obsm:
-        runs = [k for k, v in adata.uns.items() if hasattr(v, "get") and "params" in v and latents_key(k) in adata.obsm]
+    keys = stored_keys(run, key)
+    if not hasattr(run, "get") or "params" not in run or keys.obsm not in adata.obsm:
+        runs = [
+            k
+            for k, v in adata.uns.items()
+            if hasattr(v, "get") and "params" in v and stored_keys(v, k).obsm in adata.obsm
+        ]
         raise KeyError(
-            f"No sctbr fit under key {key!r} (needs adata.uns[{key!r}] and adata.obsm[{rep!r}]). Run "
+            f"No sctbr fit under key {key!r} (needs adata.uns[{key!r}] and adata.obsm[{keys.obsm!r}]). Run "
             f"sctbr.tl.tbr(adata, key_added={key!r}) first" + (f", or pass key= one of {runs}." if runs else ".")
         )
-    return run
+    return run, keys
 
 
-def ols_effects(z: np.ndarray, y: np.ndarray, alpha: float) -> dict[str, np.ndarray]:
-    """OLS of ``y`` on the z-scored columns of ``z`` with an intercept: coefficients, standard errors, t-based CIs.
+def ols_effects(z: np.ndarray, y: np.ndarray, alpha: float, cov_type: str = "nonrobust") -> dict[str, np.ndarray]:
+    """OLS of ``y`` on the z-scored columns of ``z`` with an intercept (``statsmodels``): effects, SEs, t-based CIs.
 
-    Columns constant within the cells get NaN. Classical (homoscedastic) standard errors,
-    ``sigma^2 (X'X)^{-1}`` with ``sigma^2 = RSS / (n - p - 1)``, and Student-t intervals with ``n - p - 1`` degrees
-    of freedom: the textbook intervals, exact for Gaussian noise.
+    Columns constant within the cells get NaN, and so do all columns when they are collinear. ``cov_type`` is
+    statsmodels' covariance of the coefficients: ``"nonrobust"`` (classical, ``sigma^2 (X'X)^{-1}`` with
+    ``sigma^2 = RSS / (n - p - 1)``) or a heteroscedasticity-robust ``"HC0"`` ... ``"HC3"``. Intervals and p-values
+    use Student t with ``n - p - 1`` degrees of freedom for every ``cov_type``.
     """
+    import statsmodels.api as sm  # imported here: statsmodels is slow to import and only this function needs it
+
     n, d = z.shape
     sd = z.std(axis=0)
     keep = sd > 1e-12 * np.maximum(1.0, np.abs(z).max(axis=0))
     out = {name: np.full(d, np.nan) for name in ("effect", "se", "ci_low", "ci_high", "p_value")}
     p = int(keep.sum())
-    dof = n - p - 1
-    if p == 0 or dof < 1:
+    if p == 0 or n - p - 1 < 1:
         return out
     zs = (z[:, keep] - z[:, keep].mean(axis=0)) / sd[keep]
     design = np.column_stack([np.ones(n), zs])
-    beta, _, rank, _ = np.linalg.lstsq(design, y, rcond=None)
-    if rank < design.shape[1]:
+    if np.linalg.matrix_rank(design) < design.shape[1]:
         return out  # collinear latents within this environment: effects not separately estimable
-    resid = y - design @ beta
-    sigma2 = float(resid @ resid) / dof
-    cov = sigma2 * np.linalg.inv(design.T @ design)
-    se = np.sqrt(np.clip(np.diag(cov)[1:], 0.0, None))
-    crit = float(stats.t.ppf(1.0 - alpha / 2.0, dof))
-    coef = beta[1:]
-    out["effect"][keep] = coef
-    out["se"][keep] = se
-    out["ci_low"][keep] = coef - crit * se
-    out["ci_high"][keep] = coef + crit * se
     with np.errstate(divide="ignore", invalid="ignore"):
-        out["p_value"][keep] = 2.0 * stats.t.sf(np.abs(coef / se), dof)
+        fit = sm.OLS(y, design).fit(cov_type=cov_type, use_t=True)
+        ci = np.asarray(fit.conf_int(alpha=alpha))
+        out["effect"][keep] = fit.params[1:]
+        out["se"][keep] = fit.bse[1:]
+        out["ci_low"][keep] = ci[1:, 0]
+        out["ci_high"][keep] = ci[1:, 1]
+        out["p_value"][keep] = fit.pvalues[1:]
     return out
 
 
+@doc_params("fit_key")
 def causal_effects(
     adata: AnnData,
     *,
@@ -75,15 +78,19 @@ def causal_effects(
     target: str | None = None,
     split: str | Sequence[str] | None = None,
     alpha: float = 0.05,
+    cov_type: str = "nonrobust",
 ) -> pd.DataFrame:
-    """Effect of each latent on the target within every environment, with confidence intervals (OLS, as the paper).
+    """Get the effect of each latent on the target within every environment, with confidence intervals (OLS).
 
-    Within each environment the latents of a :func:`sctbr.tl.tbr` fit (``adata.obsm[f"X_{key}"]``) are z-scored
+    A getter, like scanpy's ``sc.get``: it returns a table and writes nothing into ``adata``.
+
+    Within each environment the latents of a :func:`sctbr.tl.tbr` fit (``adata.obsm["X_tbr"]``) are z-scored
     and the target is regressed on all of them together by ordinary least squares with an intercept; the
     coefficient of a latent is its effect: the change of the target per within-environment standard deviation of
     the latent, the other latents held fixed. This is the paper's average-treatment-effect recipe (Table 3; the same
     coefficients, in absolute value, that :func:`sctbr.metrics.ate_table` compares with the truth on simulations).
-    Intervals are the classical OLS ones (Student t, ``n - d - 1`` degrees of freedom).
+    The regression is statsmodels' ``OLS``; intervals are the classical OLS ones (Student t, ``n - d - 1`` degrees of
+    freedom), or heteroscedasticity-robust ones with ``cov_type="HC3"``.
 
     Reading it: TBR identifies latents up to sign and scale, so an effect's sign is relative to the latent's
     orientation; compare signs and sizes of one latent across environments (where its effect switches on, off or
@@ -91,12 +98,16 @@ def causal_effects(
     and hold when the latents were identified (check :func:`sctbr.tl.stability`). Cells the encoder was trained on
     fit the target slightly too well; ``split="validation"`` (or ``"test"``) uses held-out cells only.
 
+    A binary target (0/1, boolean or two-level) is regressed linearly too: a linear probability model. Its effects are
+    changes of the probability of the second level per standard deviation of the latent, valid as average slopes but
+    not bounded to [0, 1] (predictions can leave it), and its residuals are heteroscedastic by construction (variance
+    ``p (1 - p)``), so the classical intervals are off; use ``cov_type="HC3"`` for binary targets.
+
     Parameters
     ----------
     adata
         AnnData with a fit of :func:`sctbr.tl.tbr` (or :func:`sctbr.tl.baseline`) under ``key``.
-    key
-        The fit's ``key_added``.
+    {fit_key}
     groupby
         Column of ``adata.obs`` with the environments; default: the one the fit used (a baseline fitted without one
         gives a single group of all cells).
@@ -104,13 +115,17 @@ def causal_effects(
         Numeric or binary column of ``adata.obs``; default: the fit's target (one of them if it had several).
     split
         ``None`` for all cells, or ``"train"``, ``"validation"``, ``"test"`` (or a list of them): cells of the
-        fit's split (``adata.uns[key]["split"]``).
+        fit's split (``adata.obs[f"{key}_split"]``, e.g. ``obs["tbr_split"]``; it follows a subset of the cells).
     alpha
         1 - coverage of the intervals (0.05: 95% intervals).
+    cov_type
+        Covariance of the coefficients, passed to statsmodels' ``OLS.fit``: ``"nonrobust"`` (classical, the
+        default) or the heteroscedasticity-robust ``"HC0"``, ``"HC1"``, ``"HC2"``, ``"HC3"`` (HC3 is the usual
+        choice for small environments and for binary targets).
 
     Returns
     -------
-    Tidy DataFrame, one row per environment x latent (environments in the groupby's category order, which is the
+    Tidy DataFrame (nothing is written into ``adata``), one row per environment x latent (environments in the groupby's category order, which is the
     tree's order for sctbr's data): ``environment``, ``latent``, ``effect``, ``se``, ``ci_low``, ``ci_high``,
     ``p_value`` (t-test of no effect) and ``n_cells``. A latent constant within an environment, or collinear with
     the others there, gets NaN.
@@ -131,11 +146,15 @@ def causal_effects(
     """
     if not isinstance(alpha, float | int) or isinstance(alpha, bool) or not 0 < alpha < 1:
         raise ValueError(f"`alpha` must lie in (0, 1) (0.05 gives 95% intervals), got {alpha!r}.")
-    run = _fit_record(adata, key)
+    if cov_type not in COV_TYPES:
+        raise ValueError(
+            f"`cov_type` must be one of {list(COV_TYPES)} (statsmodels' OLS covariances), got {cov_type!r}."
+        )
+    run, keys = _fit_record(adata, key)
     params = run["params"]
-    z = np.asarray(adata.obsm[latents_key(key)], dtype=np.float64)
+    z = np.asarray(adata.obsm[keys.obsm], dtype=np.float64)
     if z.ndim != 2 or z.shape[0] != adata.n_obs:
-        raise ValueError(f"adata.obsm['X_{key}'] must be cells x latents, got shape {z.shape}.")
+        raise ValueError(f"adata.obsm[{keys.obsm!r}] must be cells x latents, got shape {z.shape}.")
 
     if target is None:
         fitted = params.get("target")
@@ -163,13 +182,16 @@ def causal_effects(
     mask = np.isfinite(y) & np.isfinite(z).all(axis=1) & env.notna().to_numpy()
     if split is not None:
         wanted = [split] if isinstance(split, str) else list(split)
-        unknown = [s for s in wanted if s not in _SPLITS]
+        unknown = [s for s in wanted if s not in SPLITS]
         if unknown:
-            raise ValueError(f"`split` must be None or among {list(_SPLITS)}, got {unknown}.")
-        labels = np.asarray(run.get("split", []))
-        if labels.shape != (adata.n_obs,):
-            raise ValueError(f"adata.uns[{key!r}] has no per-cell split; rerun sctbr.tl.tbr or pass split=None.")
-        mask &= np.isin(labels.astype(str), wanted)
+            raise ValueError(f"`split` must be None or among {list(SPLITS)}, got {unknown}.")
+        column = split_key(keys.obs)
+        if column not in adata.obs:
+            raise ValueError(
+                f"The fit under {key!r} has no per-cell split (adata.obs[{column!r}]); rerun sctbr.tl.tbr or pass "
+                "split=None."
+            )
+        mask &= adata.obs[column].astype(str).isin(wanted).to_numpy()
         if not mask.any():
             raise ValueError(f"No cells in split {wanted} of the fit under {key!r}.")
 
@@ -183,7 +205,7 @@ def causal_effects(
         if n < d + 2:
             skipped.append(level)
             continue
-        fit = ols_effects(z[cells], y[cells], float(alpha))
+        fit = ols_effects(z[cells], y[cells], float(alpha), cov_type)
         for j in range(d):
             rows.append(
                 (level, names[j], fit["effect"][j], fit["se"][j], fit["ci_low"][j], fit["ci_high"][j],

@@ -38,13 +38,13 @@ class FitResult:
     targets
         The target column(s) of the fit.
     latents
-        Cells x latents (float32), as ``obsm[f"X_{key_added}"]``.
+        Cells x latents (float32), written to ``obsm["X_tbr"]`` (``obsm[key_added]`` with a ``key_added``).
     prediction
-        Predicted target of every cell (cells, or cells x targets with several), as ``obs[f"{key_added}_prediction"]``.
+        Predicted target of every cell (cells, or cells x targets with several), written to ``obs["tbr_prediction"]``.
     y
         The target as the model saw it (0/1 for a binary target), same shape as ``prediction``.
     split
-        ``"train"``, ``"validation"`` or ``"test"`` for every cell.
+        ``"train"``, ``"validation"`` or ``"test"`` for every cell, written to ``obs["tbr_split"]`` (categorical).
     history
         Losses by epoch (one float column per logged metric).
     restart_scores
@@ -56,7 +56,7 @@ class FitResult:
     levels
         The two levels of each boolean/categorical target.
     params
-        The resolved parameters, as written to ``uns[key_added]["params"]``.
+        The resolved parameters, as written to ``uns["tbr"]["params"]``.
     var_names
         The inputs, in the encoder's order.
 
@@ -67,7 +67,7 @@ class FitResult:
     >>> result = sctbr.tl.fit(adata, max_epochs=5, train_kwargs={"enable_progress_bar": False})  # doctest: +SKIP
     >>> result.latents.shape  # doctest: +SKIP
     (300, 5)
-    >>> result.write(adata, "tbr")  # doctest: +SKIP
+    >>> result.write(adata)  # doctest: +SKIP
     """
 
     model: TBR
@@ -92,9 +92,14 @@ class FitResult:
             return float("nan")
         return float(np.mean((self.prediction[mask] - self.y[mask]) ** 2))
 
-    def write(self, adata: AnnData, key_added: str) -> None:
-        """Write the results into ``adata`` as ``sctbr.tl.tbr`` does (``obsm``, ``obs`` and ``uns[key_added]``)."""
-        write_result(adata, self, key_added)
+    def write(self, adata: AnnData, key_added: str | None = None, *, default: str | None = None) -> None:
+        """Write the results into ``adata`` as ``sctbr.tl.tbr`` does (``obsm``, ``obs`` and ``uns``).
+
+        ``key_added`` follows scanpy (see :func:`sctbr.tl.tbr`): ``None`` writes ``obsm[f"X_{default}"]`` and
+        ``uns[default]`` (``default``: the method, ``"tbr"`` or ``"baseline"``), a name writes ``obsm[key_added]``
+        and ``uns[key_added]``; the ``obs`` columns take the ``uns`` key as their stem.
+        """
+        write_result(adata, self, key_added, default)
 
 
 def _target_columns(target) -> list[str]:

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from sctbr._constants import N_LATENT_KEY, result_keys
 from sctbr._docs import doc_params
 from sctbr.tl._refit import check_in_memory, check_tbr_kwargs, fit_once, split_error
 
@@ -56,7 +57,7 @@ def select_n_latent(
     var_names: Sequence[str] | None = None,
     rtol: float = DEFAULT_RTOL,
     random_state: int = 0,
-    key_added: str = "tbr_n_latent",
+    key_added: str | None = None,
     inplace: bool = True,
     **tbr_kwargs,
 ) -> dict | None:
@@ -130,8 +131,7 @@ def select_n_latent(
     sizes = _check_candidates(candidates)
     if isinstance(rtol, bool) or not isinstance(rtol, Real) or not np.isfinite(rtol) or rtol < 0:
         raise ValueError(f"`rtol` must be a non-negative number, got {rtol!r}.")
-    if not isinstance(key_added, str) or not key_added:
-        raise ValueError(f"`key_added` must be a non-empty string, got {key_added!r}.")
+    keys = result_keys(key_added, N_LATENT_KEY)
     fit_kwargs = check_tbr_kwargs(tbr_kwargs, "select_n_latent")
     if float(fit_kwargs.get("validation_size", 0.2)) <= 0:
         raise ValueError(
@@ -184,6 +184,6 @@ def select_n_latent(
         },
     }
     if inplace:
-        adata.uns[key_added] = result
+        adata.uns[keys.uns] = result
         return None
     return result

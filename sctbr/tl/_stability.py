@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from sctbr._constants import OBSM_KEY_FIELD, STABILITY_KEY, result_keys
 from sctbr._docs import doc_params
 from sctbr.metrics import match_latents
 from sctbr.tl._refit import check_in_memory, check_tbr_kwargs, fit_once, split_error
@@ -32,7 +33,7 @@ def stability(
     n_seeds: int = 5,
     random_state: int = 0,
     threshold: float = DEFAULT_THRESHOLD,
-    key_added: str = "tbr_stability",
+    key_added: str | None = None,
     inplace: bool = True,
     **tbr_kwargs,
 ) -> dict | None:
@@ -72,14 +73,16 @@ def stability(
         Agreement (MCC, between 0 and 1) below which a warning is issued, overall and per latent.
     {inplace_key_added}
     inplace
-        Write the result into ``adata.uns`` and return ``None``; ``False`` returns it and leaves ``adata``
-        untouched.
+        Write the result into ``adata`` and return ``None``: the tables into ``uns["tbr_stability"]``, every run's
+        latents into ``obsm["X_tbr_stability"]`` (scanpy's ``key_added`` rule: ``obsm[key_added]`` and
+        ``uns[key_added]`` with a name). ``False`` returns the result and leaves ``adata`` untouched.
     **tbr_kwargs
         Passed to every :func:`sctbr.tl.tbr` fit (e.g. ``n_latent``, ``max_epochs``, ``lam``, ``hidden``).
 
     Returns
     -------
-    ``None`` with ``inplace=True``; otherwise a dict (the same one ``inplace=True`` stores, h5ad-writable) with
+    ``None`` with ``inplace=True``; otherwise a dict (h5ad-writable; ``inplace=True`` stores it in ``uns`` but for
+    ``latents``, which go to ``obsm`` and are named by ``obsm_key``) with
 
     ``pairs``
         Tidy DataFrame, one row per pair of runs x latent of the first run of the pair: ``seed_a``, ``seed_b``,
@@ -96,7 +99,10 @@ def stability(
         ``mean_mcc``, ``min_mcc`` and ``sd_mcc`` over the pairs, ``threshold``, ``stable`` (``mean_mcc >=
         threshold`` and every latent stable), ``n_seeds``, ``n_latent``.
     ``latents``
-        Array (runs x cells x latents, float32) of every run's latents.
+        Array (cells x (runs * latents), float32) of every run's latents, run by run: columns
+        ``i * n_latent`` to ``(i + 1) * n_latent - 1`` are run ``i`` (seed ``seeds[i]``), so
+        ``latents.reshape(n_cells, n_seeds, n_latent)[:, i]`` is run ``i``. Per-cell, so with ``inplace=True`` it
+        goes to ``obsm["X_tbr_stability"]`` (and is subset with the cells); ``uns`` records ``obsm_key``.
     ``seeds``
         The seed of every run.
 
@@ -111,6 +117,8 @@ def stability(
     >>> adata = sctbr.datasets.simulate(depth=3, n_obs_per_env=100, n_latent=2, random_state=0)
     >>> sctbr.tl.stability(adata, n_seeds=3, n_latent=2, max_epochs=60)  # doctest: +SKIP
     >>> adata.uns["tbr_stability"]["summary"]["mean_mcc"]  # doctest: +SKIP
+    >>> adata.obsm["X_tbr_stability"].shape  # cells x (3 runs * 2 latents)  # doctest: +SKIP
+    (1400, 6)
     >>> sctbr.pl.stability(adata)  # doctest: +SKIP
     """
     if isinstance(n_seeds, bool) or not isinstance(n_seeds, Integral) or n_seeds < 2:
@@ -119,8 +127,7 @@ def stability(
         raise ValueError(f"`threshold` must be an MCC between 0 and 1, got {threshold!r}.")
     if not isinstance(random_state, Integral):
         raise TypeError(f"`random_state` must be an integer, got {random_state!r}.")
-    if not isinstance(key_added, str) or not key_added:
-        raise ValueError(f"`key_added` must be a non-empty string, got {key_added!r}.")
+    keys = result_keys(key_added, STABILITY_KEY)
     fit_kwargs = check_tbr_kwargs(tbr_kwargs, "stability", allowed=("n_latent",))
     n_latent = fit_kwargs.pop("n_latent", 5)
     fit_kwargs.update(target=target, groupby=groupby, tree=tree, layer=layer, var_names=var_names)
@@ -172,7 +179,8 @@ def stability(
         "per_latent": per_latent,
         "runs": runs,
         "summary": summary,
-        "latents": latents,
+        # per-cell: cells x (runs * latents), run by run (obsm with inplace=True)
+        "latents": np.concatenate(list(latents), axis=1).astype(np.float32),
         "seeds": np.asarray(seeds, dtype=int),
         "params": {
             "target": str(fits[0].params["target"]),
@@ -182,7 +190,9 @@ def stability(
     }
     _warn_if_unstable(summary, per_latent, threshold)
     if inplace:
-        adata.uns[key_added] = result
+        adata.obsm[keys.obsm] = result.pop("latents")
+        result[OBSM_KEY_FIELD] = keys.obsm
+        adata.uns[keys.uns] = result
         return None
     return result
 

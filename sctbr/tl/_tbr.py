@@ -7,14 +7,15 @@ from typing import Any, Literal
 
 from anndata import AnnData
 
-from sctbr._constants import BASELINE_KEY, TBR_KEY
+from sctbr._constants import BASELINE_KEY, TBR_KEY, result_keys
 from sctbr._docs import doc_params
 from sctbr.model import DEFAULT_BATCH_SIZE, DEFAULT_LAM, DEFAULT_LR
 from sctbr.tl._core import fit
 
 
-def _run(adata: AnnData, *, key_added: str, copy: bool, return_model: bool, **fit_args):
+def _run(adata: AnnData, *, key_added: str | None, default: str, copy: bool, return_model: bool, **fit_args):
     """Validate, fit, then write: the user's AnnData is written only after training succeeded."""
+    result_keys(key_added, default)  # a bad key_added fails before the fit
     if copy and adata.isbacked:
         raise ValueError(
             "copy=True on a backed AnnData would need a new file (anndata copies backed objects only to a filename). "
@@ -23,7 +24,7 @@ def _run(adata: AnnData, *, key_added: str, copy: bool, return_model: bool, **fi
         )
     result = fit(adata, **fit_args)
     out = adata.copy() if copy else adata
-    result.write(out, key_added)
+    result.write(out, key_added, default=default)
     if return_model:
         return (out, result.model) if copy else result.model
     return out if copy else None
@@ -53,7 +54,7 @@ def tbr(
     hidden: Sequence[int] = (256, 64),
     var_names: Sequence[str] | None = None,
     layer: str | None = None,
-    key_added: str = TBR_KEY,
+    key_added: str | None = None,
     max_epochs: int | None = None,
     lr: float = DEFAULT_LR,
     batch_size: int = DEFAULT_BATCH_SIZE,
@@ -95,11 +96,12 @@ def tbr(
     Returns
     -------
     ``None`` (or the copy with ``copy=True``); the model when ``return_model=True`` (``(adata, model)`` with
-    ``copy=True``). Writes ``obsm["X_tbr"]`` (cells x n_latent), ``obs["tbr_prediction"]`` (the probability of
-    the second level for a binary target) and ``uns["tbr"]`` with ``params`` (``lam`` is the lambda used, the
-    chosen one with ``lam="auto"``), ``environment_weights`` (tree nodes x latents), ``deltas`` (arcs x latents),
-    ``history`` (losses by epoch), ``tree``, ``split`` (train/validation/test label of each cell), ``lam_path``
-    (with ``lam="auto"``: the path's scores, one row per lambda) and ``levels`` (the two levels of each
+    ``copy=True``). Writes (names for ``key_added=None``; see ``key_added``) ``obsm["X_tbr"]`` (cells x n_latent),
+    ``obs["tbr_prediction"]`` (the probability of the second level for a binary target), ``obs["tbr_split"]``
+    (categorical: the train/validation/test label of each cell) and ``uns["tbr"]`` with ``params`` (``lam`` is the
+    lambda used, the chosen one with ``lam="auto"``), ``obsm_key`` (where the latents are), ``environment_weights``
+    (tree nodes x latents), ``deltas`` (arcs x latents), ``history`` (losses by epoch), ``tree``, ``lam_path`` (with
+    ``lam="auto"``: the path's scores, one row per lambda) and ``levels`` (the two levels of each
     boolean/categorical target). With several targets, predictions go to ``obs[f"tbr_prediction_{target}"]`` and
     ``environment_weights`` and ``deltas`` are dicts of frames keyed by target.
 
@@ -114,6 +116,7 @@ def tbr(
     return _run(
         adata,
         key_added=key_added,
+        default=TBR_KEY,
         copy=copy,
         return_model=return_model,
         baseline=False,
@@ -151,7 +154,7 @@ def baseline(
     hidden: Sequence[int] = (256, 64),
     var_names: Sequence[str] | None = None,
     layer: str | None = None,
-    key_added: str = BASELINE_KEY,
+    key_added: str | None = None,
     max_epochs: int | None = None,
     lr: float = DEFAULT_LR,
     batch_size: int = DEFAULT_BATCH_SIZE,
@@ -190,7 +193,8 @@ def baseline(
 
     Returns
     -------
-    As :func:`sctbr.tl.tbr`; writes ``obsm["X_baseline"]``, ``obs["baseline_prediction"]`` and ``uns["baseline"]``.
+    As :func:`sctbr.tl.tbr`; with ``key_added=None`` writes ``obsm["X_baseline"]``, ``obs["baseline_prediction"]``,
+    ``obs["baseline_split"]`` and ``uns["baseline"]``.
 
     Examples
     --------
@@ -201,6 +205,7 @@ def baseline(
     return _run(
         adata,
         key_added=key_added,
+        default=BASELINE_KEY,
         copy=copy,
         return_model=return_model,
         baseline=True,

@@ -5,40 +5,51 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 from anndata import AnnData
 
-from sctbr._constants import latents_key, prediction_key
+from sctbr._constants import OBSM_KEY_FIELD, SPLITS, ResultKeys, prediction_key, result_keys, split_key
 
 if TYPE_CHECKING:
     from sctbr.tl._core import FitResult
 
 
-def write_result(adata: AnnData, result: FitResult, key_added: str) -> None:
-    """Write ``obsm[f"X_{key_added}"]``, the prediction column(s) of ``obs`` and ``uns[key_added]``.
+def split_column(labels: np.ndarray, index: pd.Index) -> pd.Series:
+    """The split as ``obs`` holds it: categorical, categories train/validation/test in this order."""
+    return pd.Series(pd.Categorical(np.asarray(labels, dtype=str), categories=list(SPLITS)), index=index)
 
-    The schema of ``sctbr.tl.tbr``'s outputs (documented in its Returns section); nothing else is touched.
+
+def write_result(adata: AnnData, result: FitResult, key_added: str | None, default: str | None = None) -> ResultKeys:
+    """Write a fit with scanpy's ``key_added`` rule (:func:`sctbr._constants.result_keys`) and return the keys used.
+
+    ``default`` is the name used when ``key_added`` is None (default: the fit's method, ``"tbr"`` or ``"baseline"``).
+    Writes ``obsm[keys.obsm]`` (the latents), ``obs[f"{keys.obs}_prediction"]`` (one column per target with
+    several: ``f"{keys.obs}_prediction_{target}"``), ``obs[f"{keys.obs}_split"]`` (categorical) and
+    ``uns[keys.uns]``; nothing else is touched.
     """
+    keys = result_keys(key_added, default or str(result.params.get("method", "tbr")))
     targets = result.targets
-    multi = len(targets) > 1
-    adata.obsm[latents_key(key_added)] = np.asarray(result.latents, dtype=np.float32)
-    if multi:
+    adata.obsm[keys.obsm] = np.asarray(result.latents, dtype=np.float32)
+    if len(targets) > 1:
         for j, name in enumerate(targets):
-            adata.obs[f"{key_added}_prediction_{name}"] = result.prediction[:, j].astype(np.float64)
+            adata.obs[f"{prediction_key(keys.obs)}_{name}"] = result.prediction[:, j].astype(np.float64)
     else:
-        adata.obs[prediction_key(key_added)] = result.prediction.astype(np.float64)
+        adata.obs[prediction_key(keys.obs)] = result.prediction.astype(np.float64)
+    adata.obs[split_key(keys.obs)] = split_column(result.split, adata.obs_names)
     run = {
         "params": dict(result.params),
+        OBSM_KEY_FIELD: keys.obsm,
         "var_names": np.asarray(result.var_names, dtype=str),
         "environment_weights": result.environment_weights,
         "deltas": result.deltas,
         "tree": result.model.tree.to_dict(),
         "history": result.history,
         "restart_scores": np.asarray(result.restart_scores, dtype=float),
-        "split": np.asarray(result.split, dtype=str),
     }
     if result.levels:
         # the two levels of each boolean / categorical target: the prediction is the probability of the second
         run["levels"] = dict(result.levels)
     if result.lam_path is not None:
         run["lam_path"] = result.lam_path.copy()
-    adata.uns[key_added] = run
+    adata.uns[keys.uns] = run
+    return keys
