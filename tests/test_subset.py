@@ -145,7 +145,7 @@ def test_failed_tbr_on_a_subset_leaves_it_and_its_parent_untouched(fitted, kind,
     def refuse(*args, **kwargs):
         raise RuntimeError("training failed")
 
-    monkeypatch.setattr(TBR, "_run_stage", refuse)
+    monkeypatch.setattr(TBR, "_run_fit", refuse)
     parent = _keys(fitted)
     sub = _subset(fitted, kind)
     before = _keys(sub)
