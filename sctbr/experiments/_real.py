@@ -104,7 +104,9 @@ def _cap_and_tree(
                 min_cells=profile.min_subcluster_cells,
                 random_state=random_state,
             ).name
-            pp.subsample(adata, sub, max_cells=profile.max_cells, min_cells=profile.min_cells, random_state=random_state)
+            pp.subsample(
+                adata, sub, max_cells=profile.max_cells, min_cells=profile.min_cells, random_state=random_state
+            )
             adata.obs[groupby] = adata.obs[groupby].cat.remove_unused_categories()
             pp.environment_tree(adata, sub, within=groupby)
             return str(sub)

@@ -156,7 +156,12 @@ def _linkage_of(rep: Any, labels: np.ndarray, n_pcs: int | None, linkage_method:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         info = sc.tl.dendrogram(
-            work, "g", use_rep="rep", n_pcs=n_pcs, cor_method=cor_method, linkage_method=linkage_method,
+            work,
+            "g",
+            use_rep="rep",
+            n_pcs=n_pcs,
+            cor_method=cor_method,
+            linkage_method=linkage_method,
             inplace=False,
         )
     return np.asarray(info["linkage"], dtype=float), cats
@@ -304,7 +309,13 @@ def environment_tree(
         if tree is not None:
             raise ValueError("Pass either `tree` or `within`, not both.")
         result = _nested_tree(
-            adata, groupby, within, categories, use_rep=use_rep, n_pcs=n_pcs, linkage_method=linkage_method,
+            adata,
+            groupby,
+            within,
+            categories,
+            use_rep=use_rep,
+            n_pcs=n_pcs,
+            linkage_method=linkage_method,
             cor_method=cor_method,
         )
         source = f"dendrogram_{within}/{groupby}"
