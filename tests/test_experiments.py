@@ -295,3 +295,65 @@ def test_quick_sparsity_sweep_tbr_beats_the_baseline_at_k1(torch_single_thread):
     at_k1 = df[df["k"] == 1].groupby("method")["mcc"].mean()
     # measured (3 seeds, depth-3 tree, 100 epochs): TBR 0.89, baseline 0.56
     assert at_k1["tbr"] > at_k1["baseline"] + 0.1, at_k1.to_dict()
+
+
+@pytest.fixture(scope="module")
+def subcluster_results(torch_single_thread):
+    return sctbr.experiments.semisynthetic_sweep(
+        "test", environments="subclusters", latents="weakly_correlated", random_state=3, accelerator="cpu"
+    )
+
+
+def test_subcluster_tree_follows_the_cell_types(subcluster_results):
+    from sctbr.experiments._real import _prepare
+
+    prepared, groupby, _ = _prepare(None, None, TEST, 3, "subclusters")
+    tree = EnvironmentTree.coerce(dict(prepared.uns["environment_tree"]))
+    pairs = prepared.obs[[groupby, "cell_type"]].astype(str).drop_duplicates()
+    assert pairs[groupby].is_unique  # every sub-cluster lies in one cell type
+    types = dict(zip(pairs[groupby], pairs["cell_type"], strict=True))
+    assert sorted(tree.leaves) == sorted(types)  # the sub-clusters are the leaves
+    assert 20 <= len(types) <= 45
+    assert int(subcluster_results["n_environments"].iloc[0]) == len(types)
+    for t in set(types.values()):
+        subs = [s for s, ty in types.items() if ty == t]
+        if len(subs) == 1:  # a single sub-cluster takes its type's place
+            assert t not in tree
+            continue
+        below = {leaf for leaf in tree.leaves if t in tree.ancestors(leaf)}
+        assert below == set(subs), t  # the type's sub-clusters form the subtree under the type, nothing else
+    # the types are joined by the cell-type dendrogram: no sub-cluster's internal node above a type node
+    for node in tree.nodes:
+        if "/" in node:
+            assert tree.parent(node).split("/")[0] == node.split("/")[0]
+
+
+def test_weakly_correlated_latents_respect_the_rule_and_report_chance(subcluster_results):
+    from sctbr.experiments._real import _prepare
+
+    prepared, _, _ = _prepare(None, None, TEST, 3, "subclusters")
+    genes = subcluster_results["latent_genes"].iloc[0].split(";")
+    assert len(genes) >= 3
+    z = np.asarray(prepared.layers["magic"][:, prepared.var_names.get_indexer(genes)])
+    corr = np.abs(np.corrcoef(z.T)[np.triu_indices(len(genes), 1)])
+    assert corr.max() < TEST.max_latent_corr
+    regs = sctbr.datasets.regulators(genes)
+    for g in genes:
+        assert len([tf for tf in regs[g] if tf in prepared.var_names and tf != g]) >= TEST.min_regulators
+        assert not set(regs[g]) & set(genes) - {g}
+    df = subcluster_results
+    assert len(df) == 2 * len(TEST.semi_ks)
+    assert set(df["environments"]) == {"subclusters"}
+    assert set(df["latents"]) == {"weakly_correlated"}
+    z_std = (z - z.mean(0)) / z.std(0)
+    assert df["chance_mcc"].iloc[0] == pytest.approx(sctbr.metrics.chance_mcc(z_std, random_state=3), abs=1e-6)
+    assert 0.4 < df["chance_mcc"].iloc[0] < 0.8
+    assert df["span_r2"].between(-1e-9, 1 + 1e-9).all()
+
+
+def test_house_keeping_default_is_unchanged_and_reports_chance(results):
+    df = results("semisynthetic_sweep")
+    assert set(df["environments"]) == {"cell_types"}
+    assert set(df["latents"]) == {"house_keeping"}
+    assert int(df["n_environments"].iloc[0]) <= 9
+    assert df["chance_mcc"].iloc[0] > 0.7  # co-expressed house-keeping genes: random mixtures score high

@@ -314,3 +314,17 @@ def test_property_mcc_invariant_to_permutation_and_scaling(pair, rnd, scales):
 def test_property_mcc_symmetric(pair, method):
     z_true, z_est = pair
     assert mcc(z_true, z_est, method=method) == pytest.approx(mcc(z_est, z_true, method=method), abs=1e-9)
+
+
+def test_chance_mcc_is_the_mcc_of_random_mixtures():
+    from sctbr.metrics import chance_mcc
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(3000, 5))
+    independent = chance_mcc(z, n_draws=50)
+    assert 0.5 < independent < 0.8
+    correlated = z + 3 * rng.normal(size=(3000, 1))  # one shared factor: every mixture correlates with every latent
+    assert chance_mcc(correlated, n_draws=50) > independent + 0.1
+    assert chance_mcc(z, n_draws=20, random_state=1) == chance_mcc(z, n_draws=20, random_state=1)
+    with pytest.raises(ValueError, match="n_draws"):
+        chance_mcc(z, n_draws=0)

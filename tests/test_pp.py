@@ -459,3 +459,27 @@ def test_subsample_errors_leave_input_untouched(kwargs, error, match):
         with pytest.raises(error, match=match):
             sctbr.pp.subsample(adata, groupby, **kwargs)
     _assert_unchanged(adata, snap)
+
+
+def test_environment_tree_within_nests_the_categories_and_checks_nesting():
+    import anndata as ad
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    centres = {"a-0": 0.0, "a-1": 0.5, "b-0": 5.0, "b-1": 5.5, "b-2": 6.0, "c-0": -5.0}
+    fine = np.repeat(list(centres), 20)
+    x = np.stack([rng.normal(centres[f], 0.1, size=8) + np.arange(8) * (f[0] == "b") for f in fine])
+    adata = ad.AnnData(X=x.astype(np.float32))
+    adata.obs["fine"] = pd.Categorical(fine)
+    adata.obs["coarse"] = pd.Categorical([f[0] for f in fine])
+    assert sctbr.pp.environment_tree(adata, "fine", within="coarse") is None
+    tree = sctbr.EnvironmentTree.coerce(adata.uns["environment_tree"])
+    assert sorted(tree.leaves) == sorted(centres)
+    assert "c" not in tree  # a single category takes its group's place
+    assert tree.parent("c-0") is not None
+    assert {leaf for leaf in tree.leaves if "b" in tree.ancestors(leaf)} == {"b-0", "b-1", "b-2"}
+    assert tree.parent("a-0") == tree.parent("a-1") == "a"
+    assert adata.uns["environment_tree"]["groupby"] == "fine"
+    adata.obs["coarse"] = pd.Categorical(["a" if i % 2 else "b" for i in range(adata.n_obs)])
+    with pytest.raises(ValueError, match="exactly one group"):
+        sctbr.pp.environment_tree(adata, "fine", within="coarse")

@@ -42,3 +42,111 @@ def house_keeping_genes(*, drop_weak: bool = True) -> list[str]:
     (9, 11)
     """
     return [g for g in HOUSE_KEEPING_GENES if not (drop_weak and g in WEAKLY_REGULATED)]
+
+
+def weakly_correlated_genes(
+    adata,
+    n_genes: int = 5,
+    *,
+    layer: str | None = "magic",
+    max_corr: float = 0.3,
+    min_regulators: int = 3,
+    min_fraction: float = 0.1,
+    sources=None,
+    exclude=None,
+) -> list[str]:
+    """Latent genes for :func:`semisynthetic` that are weakly correlated with each other, chosen greedily.
+
+    House-keeping genes are strongly co-expressed (after MAGIC their pairwise absolute correlations average about
+    0.57 on PBMC3k), so that random mixtures of them already score a high MCC. This rule picks genes that are
+    not: a gene is a *candidate* if it is detected (nonzero in ``adata.X``, the counts) in at least
+    ``min_fraction`` of the cells, varies in ``layer``, and has at least ``min_regulators`` regulators
+    (:func:`regulators`) among the other genes of ``adata`` that vary in ``layer``. Candidates are visited by
+    decreasing number of such regulators (ties: higher detection, then name) and a candidate is *kept* if the
+    absolute Pearson correlation (in ``layer``) with every kept gene is below ``max_corr``, it regulates no kept
+    gene, and no kept gene regulates it (a latent gene is never an input). The search stops at ``n_genes``.
+
+    Parameters
+    ----------
+    adata
+        Cells x genes with counts in ``X`` and the (denoised, log-scale) expression in ``layer``.
+    n_genes
+        Number of genes to pick (fewer are returned, with a warning, if the candidates run out).
+    layer
+        Layer of the correlations (``None``: ``X``).
+    max_corr
+        Cap on the absolute correlation of every pair of picked genes.
+    min_regulators
+        Fewest regulators present in ``adata``.
+    min_fraction
+        Smallest fraction of cells with a nonzero count.
+    sources
+        Resources of the regulator table, as in :func:`regulators`.
+    exclude
+        Genes never picked.
+
+    Returns
+    -------
+    The picked genes, in the order they were picked.
+
+    Examples
+    --------
+    >>> import sctbr
+    >>> adata = sctbr.datasets.pbmc3k()
+    >>> sctbr.pp.magic(adata, library_size="total_counts")  # doctest: +SKIP
+    >>> genes = sctbr.datasets.weakly_correlated_genes(adata, 5)  # doctest: +SKIP
+    """
+    import warnings
+
+    import numpy as np
+    import scipy.sparse as sp
+
+    from sctbr.datasets._regulators import regulators
+
+    if int(n_genes) < 1:
+        raise ValueError(f"`n_genes` must be at least 1, got {n_genes!r}.")
+    if not 0 < max_corr <= 1:
+        raise ValueError(f"`max_corr` must lie in (0, 1], got {max_corr!r}.")
+    if layer is not None and layer not in adata.layers:
+        hint = " Run sctbr.pp.magic(adata) first." if layer == "magic" else ""
+        raise KeyError(f"Layer {layer!r} not found in adata.layers ({list(adata.layers)}).{hint}")
+    expr = adata.X if layer is None else adata.layers[layer]
+    counts = adata.X
+    detected = np.asarray((counts > 0).mean(axis=0)).ravel()
+    sd = np.asarray(expr.toarray() if sp.issparse(expr) else expr, dtype=np.float64).std(axis=0)
+    genes = [str(g) for g in adata.var_names]
+    varying = {g for g, s in zip(genes, sd, strict=True) if s > 0}
+    excluded = {str(g) for g in (exclude or [])}
+    regs = regulators(genes, sources=sources)
+    usable = {g: [tf for tf in regs[g] if tf != g and tf in varying] for g in genes}
+    position = {g: i for i, g in enumerate(genes)}
+    candidates = [
+        g
+        for g in genes
+        if g in varying
+        and g not in excluded
+        and detected[position[g]] >= min_fraction
+        and len(usable[g]) >= int(min_regulators)
+    ]
+    candidates.sort(key=lambda g: (-len(usable[g]), -detected[position[g]], g))
+    kept: list[str] = []
+    kept_cols: list[np.ndarray] = []
+    for g in candidates:
+        if len(kept) == int(n_genes):
+            break
+        if any(g in usable[h] or h in usable[g] for h in kept):
+            continue
+        col = expr[:, position[g]]
+        col = np.asarray(col.toarray() if sp.issparse(col) else col, dtype=np.float64).ravel()
+        col = (col - col.mean()) / col.std()
+        if all(abs(float(np.mean(col * other))) < max_corr for other in kept_cols):
+            kept.append(g)
+            kept_cols.append(col)
+    if len(kept) < int(n_genes):
+        warnings.warn(
+            f"Only {len(kept)} of {n_genes} genes meet the rule ({len(candidates)} candidates); relax `max_corr`, "
+            "`min_regulators` or `min_fraction`.",
+            UserWarning,
+            stacklevel=2,
+        )
+    return kept

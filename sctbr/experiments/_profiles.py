@@ -80,6 +80,13 @@ class Profile:
         Cell types held out of training in every repetition of ``transfer``.
     min_neighbour_cells
         A cell type is held out only if its closest observed cell type has at least this many cells.
+    subcluster_resolution, min_subcluster_cells
+        Louvain resolution and smallest sub-cluster of :func:`sctbr.pp.subclusters` for
+        ``semisynthetic_sweep(environments="subclusters")`` (on PBMC3k: about 30 sub-clusters of 13-150 cells).
+    n_latent_genes, max_latent_corr, min_regulators, min_fraction
+        The rule of :func:`sctbr.datasets.weakly_correlated_genes` for
+        ``semisynthetic_sweep(latents="weakly_correlated")``: number of genes, cap on the absolute correlation
+        of every pair after MAGIC, fewest regulators in the data, smallest fraction of cells detecting the gene.
 
     Examples
     --------
@@ -119,6 +126,12 @@ class Profile:
     transfer_ks: tuple[int, ...] = (1, 2, 3)
     n_held_out: int = 2
     min_neighbour_cells: int = 100
+    subcluster_resolution: float = 0.7
+    min_subcluster_cells: int = 30
+    n_latent_genes: int = 5
+    max_latent_corr: float = 0.3
+    min_regulators: int = 3
+    min_fraction: float = 0.1
 
     def replace(self, **overrides) -> Profile:
         """A copy with some fields changed; unknown names raise a ``TypeError`` that lists the fields.

@@ -12,31 +12,57 @@ import pandas as pd
 from sctbr import pp
 from sctbr._constants import SIMULATION_KEY, TREE_KEY, TRUE_LATENTS_KEY
 from sctbr._tree import EnvironmentTree
-from sctbr.datasets import house_keeping_genes, pbmc3k, read_gtex, regulators, select_epithelial, semisynthetic
+from sctbr.datasets import (
+    house_keeping_genes,
+    pbmc3k,
+    read_gtex,
+    regulators,
+    select_epithelial,
+    semisynthetic,
+    weakly_correlated_genes,
+)
 from sctbr.experiments._common import check_methods, fit_method, quiet, seeds, tidy
 from sctbr.experiments._profiles import Profile, get_profile
+from sctbr.metrics import chance_mcc
 
 #: Cell-type column of the GTEx atlas used as environments.
 GTEX_GROUPBY = "Broad cell type"
+#: Environments of the semi-synthetic experiments: the cell types, or Louvain sub-clusters of every cell type.
+ENVIRONMENTS = ("cell_types", "subclusters")
+#: Latent genes of the semi-synthetic experiments: house-keeping genes, or weakly correlated regulated genes.
+LATENTS = ("house_keeping", "weakly_correlated")
 _PREPARED: dict[tuple, ad.AnnData] = {}
 
 
 def _prepare(
-    data: ad.AnnData | str | os.PathLike | None, groupby: str | None, profile: Profile, random_state: int
+    data: ad.AnnData | str | os.PathLike | None,
+    groupby: str | None,
+    profile: Profile,
+    random_state: int,
+    environments: str = "cell_types",
 ) -> tuple[ad.AnnData, str, str]:
     """MAGIC on all cells, then cap every cell type, then the dendrogram tree (the paper's preprocessing).
 
-    Returns ``(adata, groupby, data_name)``. The bundled PBMC3k is prepared once per setting and cached.
+    With ``environments="subclusters"`` every cell type is split by :func:`sctbr.pp.subclusters` (after MAGIC, on
+    all cells), the cap applies to every sub-cluster, and the tree is the cell-type dendrogram with every type's
+    sub-clusters attached below it (:func:`sctbr.pp.environment_tree` with ``within``).
+
+    Returns ``(adata, groupby, data_name)``, ``groupby`` being the environments' column. The bundled PBMC3k is
+    prepared once per setting and cached.
     """
+    if environments not in ENVIRONMENTS:
+        raise ValueError(f"Unknown environments {environments!r}; choose one of {list(ENVIRONMENTS)}.")
     if data is None:
-        key = ("pbmc3k", profile.max_cells, profile.min_cells, int(random_state))
+        key = ("pbmc3k", profile.max_cells, profile.min_cells, int(random_state), environments)
+        if environments == "subclusters":
+            key += (profile.subcluster_resolution, profile.min_subcluster_cells)
         if key not in _PREPARED:
             adata = pbmc3k()
             with quiet():
                 pp.magic(adata, library_size="total_counts", random_state=random_state)
-            _cap_and_tree(adata, "cell_type", profile, random_state)
-            _PREPARED[key] = adata
-        return _PREPARED[key].copy(), "cell_type", "pbmc3k"
+            _PREPARED[key] = (adata, _cap_and_tree(adata, "cell_type", profile, random_state, environments))
+        adata, env_key = _PREPARED[key]
+        return adata.copy(), env_key, "pbmc3k"
     if isinstance(data, str | os.PathLike):
         backed = read_gtex(Path(data), backed="r")
         try:
@@ -59,23 +85,61 @@ def _prepare(
         name = "custom"
     else:
         raise TypeError(f"`data` must be None (PBMC3k), a path to the GTEx atlas or an AnnData, got {type(data)}.")
-    _cap_and_tree(adata, groupby, profile, random_state)
+    groupby = _cap_and_tree(adata, groupby, profile, random_state, environments)
     return adata, groupby, name
 
 
-def _cap_and_tree(adata: ad.AnnData, groupby: str, profile: Profile, random_state: int) -> None:
+def _cap_and_tree(
+    adata: ad.AnnData, groupby: str, profile: Profile, random_state: int, environments: str = "cell_types"
+) -> str:
+    """Cap the environments and build their tree in place; returns the environments' column."""
     with quiet():
+        if environments == "subclusters":
+            if not isinstance(adata.obs[groupby].dtype, pd.CategoricalDtype):
+                adata.obs[groupby] = adata.obs[groupby].astype(str).astype("category")
+            sub = pp.subclusters(
+                adata,
+                groupby,
+                resolution=profile.subcluster_resolution,
+                min_cells=profile.min_subcluster_cells,
+                random_state=random_state,
+            ).name
+            pp.subsample(
+                adata, sub, max_cells=profile.max_cells, min_cells=profile.min_cells, random_state=random_state
+            )
+            adata.obs[groupby] = adata.obs[groupby].cat.remove_unused_categories()
+            pp.environment_tree(adata, sub, within=groupby)
+            return str(sub)
         pp.subsample(
             adata, groupby, max_cells=profile.max_cells, min_cells=profile.min_cells, random_state=random_state
         )
         pp.environment_tree(adata, groupby)
+    return groupby
 
 
-def _semi(adata: ad.AnnData, groupby: str, k: int, profile: Profile, seed: int) -> ad.AnnData:
+def _latent_genes(adata: ad.AnnData, latents: str, profile: Profile) -> list[str]:
+    """The genes held out as latents: house-keeping genes, or the weakly correlated rule on the prepared cells."""
+    if latents == "house_keeping":
+        return house_keeping_genes()
+    if latents == "weakly_correlated":
+        with quiet():
+            return weakly_correlated_genes(
+                adata,
+                profile.n_latent_genes,
+                max_corr=profile.max_latent_corr,
+                min_regulators=profile.min_regulators,
+                min_fraction=profile.min_fraction,
+            )
+    raise ValueError(f"Unknown latents {latents!r}; choose one of {list(LATENTS)}.")
+
+
+def _semi(
+    adata: ad.AnnData, groupby: str, k: int, profile: Profile, seed: int, latent_genes: list[str] | None = None
+) -> ad.AnnData:
     with quiet():  # dropped genes are reported as warnings; the kept ones are in uns["simulation"]["latent_genes"]
         return semisynthetic(
             adata,
-            latent_genes=house_keeping_genes(),
+            latent_genes=house_keeping_genes() if latent_genes is None else latent_genes,
             groupby=groupby,
             k=int(k),
             noise_y=profile.noise_y,
@@ -83,21 +147,38 @@ def _semi(adata: ad.AnnData, groupby: str, k: int, profile: Profile, seed: int) 
         )
 
 
-def _semi_ks(ks, adata: ad.AnnData, groupby: str, profile: Profile, seed: int) -> list[int]:
+def _semi_ks(
+    ks, adata: ad.AnnData, groupby: str, profile: Profile, seed: int, latent_genes: list[str] | None = None
+) -> list[int]:
     if ks is not None:
         return [int(k) for k in ks]
-    n_latent = _semi(adata, groupby, 0, profile, seed).obsm[TRUE_LATENTS_KEY].shape[1]
+    n_latent = _semi(adata, groupby, 0, profile, seed, latent_genes).obsm[TRUE_LATENTS_KEY].shape[1]
     return list(range(n_latent + 1))
 
 
 def _semi_columns(semi: ad.AnnData, groupby: str, name: str) -> dict:
+    counts = semi.obs[groupby].value_counts()
     return {
         "n_latent_true": int(semi.obsm[TRUE_LATENTS_KEY].shape[1]),
         "n_inputs": int(semi.n_vars),
         "n_obs": int(semi.n_obs),
         "n_environments": int(semi.obs[groupby].nunique()),
+        "median_cells_per_environment": float(counts[counts > 0].median()),
         "data": name,
     }
+
+
+def span_r2(z_true: np.ndarray, z_est: np.ndarray) -> float:
+    """Mean over the true latents of the R² of their least-squares regression (with intercept) on ``z_est``.
+
+    1 when the fitted latents span the true ones (an identifiability failure is then only a mixing); low when the
+    encoder misses them.
+    """
+    z_true = np.asarray(z_true, dtype=float)
+    design = np.column_stack([np.ones(len(z_est)), np.asarray(z_est, dtype=float)])
+    coef, *_ = np.linalg.lstsq(design, z_true, rcond=None)
+    resid = z_true - design @ coef
+    return float(np.mean(1 - resid.var(axis=0) / z_true.var(axis=0)))
 
 
 def semisynthetic_sweep(
@@ -105,6 +186,8 @@ def semisynthetic_sweep(
     *,
     data: ad.AnnData | str | os.PathLike | None = None,
     groupby: str | None = None,
+    environments: str = "cell_types",
+    latents: str = "house_keeping",
     random_state: int = 0,
     accelerator: str = "auto",
     **overrides,
@@ -116,6 +199,12 @@ def semisynthetic_sweep(
     phenotype changes by ``k`` entries on every arc of the cell-type dendrogram. Preprocessing as in the paper:
     MAGIC on all cells, then every cell type capped at ``profile.max_cells`` cells, then Scanpy's dendrogram.
 
+    A benchmark where the MCC means more: ``environments="subclusters"`` splits every cell type into Louvain
+    sub-clusters (:func:`sctbr.pp.subclusters`; about 30 environments on PBMC3k instead of 9) on a tree that
+    follows the cell types, and ``latents="weakly_correlated"`` holds out weakly correlated regulated genes
+    (:func:`sctbr.datasets.weakly_correlated_genes`) instead of the co-expressed house-keeping genes. Every row
+    reports ``chance_mcc``, the MCC of random mixtures of the true latents (:func:`sctbr.metrics.chance_mcc`).
+
     Parameters
     ----------
     profile
@@ -126,6 +215,13 @@ def semisynthetic_sweep(
         AnnData with counts in ``X`` (or a ``"magic"`` layer, used as it is).
     groupby
         Cell-type column; defaults to ``"cell_type"`` (PBMC3k) or ``"Broad cell type"`` (GTEx).
+    environments
+        ``"cell_types"`` (the paper's) or ``"subclusters"`` (sub-clusters of every cell type, with
+        ``profile.subcluster_resolution`` and ``profile.min_subcluster_cells``; the cap applies per sub-cluster).
+    latents
+        ``"house_keeping"`` (the paper's) or ``"weakly_correlated"`` (the rule of
+        :func:`sctbr.datasets.weakly_correlated_genes` with the profile's ``n_latent_genes``, ``max_latent_corr``,
+        ``min_regulators`` and ``min_fraction``, applied to the prepared cells).
     random_state
         Seed of the first repetition (phenotype and fit); the preprocessing uses ``random_state`` too.
     accelerator
@@ -136,25 +232,45 @@ def semisynthetic_sweep(
     Returns
     -------
     The tidy table: one row per method x k x repetition with ``mcc`` and ``test_mse`` on the test cells,
-    ``transfer_mse`` (NaN), ``n_latent`` (= ``n_latent_true``, the usable house-keeping genes), ``fit_seconds``,
-    ``validation_mse``, ``lam``, ``n_inputs``, ``n_obs``, ``n_environments``, ``data`` and ``profile``.
+    ``transfer_mse`` (NaN), ``n_latent`` (= ``n_latent_true``, the usable latent genes), ``fit_seconds``,
+    ``validation_mse``, ``lam``, ``chance_mcc`` (random mixtures of the true latents), ``span_r2`` (mean R² of each
+    true latent regressed on the fitted latents, test cells), ``n_inputs``, ``n_obs``, ``n_environments``,
+    ``median_cells_per_environment``, ``environments``, ``latents``, ``latent_genes`` (``;``-joined), ``data`` and
+    ``profile``.
 
     Examples
     --------
     >>> import sctbr
     >>> results = sctbr.experiments.semisynthetic_sweep("quick")  # doctest: +SKIP
     >>> sctbr.pl.mcc(results)  # doctest: +SKIP
+    >>> finer = sctbr.experiments.semisynthetic_sweep(
+    ...     "local", environments="subclusters", latents="weakly_correlated", semi_ks=(1,)
+    ... )  # doctest: +SKIP
     """
     prof = get_profile(profile, **overrides)
     methods = check_methods(prof.methods)
-    prepared, groupby, name = _prepare(data, groupby, prof, random_state)
+    if latents not in LATENTS:
+        raise ValueError(f"Unknown latents {latents!r}; choose one of {list(LATENTS)}.")
+    prepared, groupby, name = _prepare(data, groupby, prof, random_state, environments)
+    genes = _latent_genes(prepared, latents, prof)
     rows = []
+    chance: float | None = None
     for seed in seeds(prof, random_state, real=True):
-        for k in _semi_ks(prof.semi_ks, prepared, groupby, prof, seed):
-            semi = _semi(prepared, groupby, k, prof, seed)
-            n_latent = semi.obsm[TRUE_LATENTS_KEY].shape[1]
+        for k in _semi_ks(prof.semi_ks, prepared, groupby, prof, seed, genes):
+            semi = _semi(prepared, groupby, k, prof, seed, genes)
+            z_true = np.asarray(semi.obsm[TRUE_LATENTS_KEY])
+            n_latent = z_true.shape[1]
+            if chance is None:  # the latents are the same expression in every repetition
+                chance = chance_mcc(z_true, random_state=random_state)
+            extra = {
+                "chance_mcc": chance,
+                **_semi_columns(semi, groupby, name),
+                "environments": environments,
+                "latents": latents,
+                "latent_genes": ";".join(str(g) for g in semi.uns[SIMULATION_KEY]["latent_genes"]),
+            }
             for method in methods:
-                row = fit_method(
+                row, result = fit_method(
                     semi,
                     method,
                     n_latent=n_latent,
@@ -164,8 +280,11 @@ def semisynthetic_sweep(
                     lams=prof.semi_lams,
                     accelerator=accelerator,
                     groupby=groupby,
+                    return_result=True,
                 )
-                rows.append({"k": int(k), **row, **_semi_columns(semi, groupby, name)})
+                test = result.split == "test"
+                row["span_r2"] = span_r2(z_true[test], result.latents[test]) if test.sum() > n_latent + 1 else np.nan
+                rows.append({"k": int(k), **row, **extra})
     return tidy(rows, "semisynthetic_sweep", prof)
 
 

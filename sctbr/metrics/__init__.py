@@ -1,7 +1,7 @@
 """Evaluation metrics for latent recovery, effect (ATE) recovery and Δ support recovery."""
 
 from ._ate import ate_error, ate_table
-from ._mcc import match_latents, mcc, mcc_out_of_sample
+from ._mcc import chance_mcc, match_latents, mcc, mcc_out_of_sample
 from ._support import support_recovery
 
-__all__ = ["mcc", "match_latents", "mcc_out_of_sample", "ate_error", "ate_table", "support_recovery"]
+__all__ = ["mcc", "match_latents", "mcc_out_of_sample", "chance_mcc", "ate_error", "ate_table", "support_recovery"]

@@ -256,3 +256,56 @@ def mcc_out_of_sample(
     matching = match_latents(fit_true, fit_est, method=method)
     corr = _correlation_matrix(eval_true, eval_est, method)
     return float(np.mean(np.abs(corr[matching["true_index"], matching["est_index"]])))
+
+
+def chance_mcc(
+    z_true: ArrayLike,
+    *,
+    n_draws: int = 100,
+    random_state: int = 0,
+    method: CorrelationMethod = "pearson",
+) -> float:
+    """MCC of random linear mixtures of the true latents: the score of an encoder that spans them but is not aligned.
+
+    For each of ``n_draws`` Gaussian matrices ``A`` (``d x d``, columns normalised to unit length) the estimate
+    ``z_true @ A`` is scored with :func:`mcc`; the mean is returned. A method's MCC means something only above this
+    level; it is high when the true latents are correlated with each other (every mixture then correlates with
+    every latent) and, even for independent latents, well above 0 for few latents (about 0.6 for 5 independent
+    Gaussian latents).
+
+    Parameters
+    ----------
+    z_true
+        True latents, shape ``(n_cells, d)``.
+    n_draws
+        Number of random mixing matrices.
+    random_state
+        Seed of the mixing matrices.
+    method
+        ``"pearson"`` or ``"spearman"``, see :func:`mcc`.
+
+    Returns
+    -------
+    float
+        Mean MCC of the random mixtures.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sctbr.metrics import chance_mcc
+    >>> z = np.random.default_rng(0).normal(size=(2000, 5))
+    >>> bool(0.5 < chance_mcc(z) < 0.8)
+    True
+    """
+    _check_method(method)
+    z = _as_2d(z_true, "z_true")
+    if int(n_draws) < 1:
+        raise ValueError(f"`n_draws` must be at least 1, got {n_draws!r}.")
+    rng = np.random.default_rng(random_state)
+    d = z.shape[1]
+    scores = []
+    for _ in range(int(n_draws)):
+        mixing = rng.normal(size=(d, d))
+        mixing /= np.linalg.norm(mixing, axis=0, keepdims=True)
+        scores.append(mcc(z, z @ mixing, method=method))
+    return float(np.mean(scores))

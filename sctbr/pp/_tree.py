@@ -145,6 +145,83 @@ def _dendrogram(
     return info
 
 
+def _linkage_of(rep: Any, labels: np.ndarray, n_pcs: int | None, linkage_method: str, cor_method: str) -> tuple:
+    """Scanpy's dendrogram linkage of the categories of ``labels`` (in sorted order) on ``rep``."""
+    import scanpy as sc
+
+    cats = sorted(set(labels.tolist()))
+    obs = pd.DataFrame({"g": pd.Categorical(labels, categories=cats)})
+    obs.index = obs.index.astype(str)
+    work = AnnData(obs=obs, obsm={"rep": np.asarray(rep)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        info = sc.tl.dendrogram(
+            work,
+            "g",
+            use_rep="rep",
+            n_pcs=n_pcs,
+            cor_method=cor_method,
+            linkage_method=linkage_method,
+            inplace=False,
+        )
+    return np.asarray(info["linkage"], dtype=float), cats
+
+
+def _nested_tree(
+    adata: AnnData,
+    groupby: str,
+    within: str,
+    categories: list[str],
+    *,
+    use_rep: str | None,
+    n_pcs: int | None,
+    linkage_method: str,
+    cor_method: str,
+) -> EnvironmentTree:
+    """The dendrogram of the ``within`` groups with every group's categories attached as its own dendrogram."""
+    groups = _categories(adata, within)
+    if len(groups) < 2:
+        raise ValueError(f"adata.obs[{within!r}] has a single group; use environment_tree without `within`.")
+    fine = adata.obs[groupby].astype(str).to_numpy()
+    coarse = adata.obs[within].astype(str).to_numpy()
+    members: dict[str, list[str]] = {g: [] for g in groups}
+    for c in categories:
+        in_groups = sorted(set(coarse[fine == c].tolist()))
+        if len(in_groups) != 1:
+            raise ValueError(
+                f"Category {c!r} of adata.obs[{groupby!r}] lies in {len(in_groups)} groups of adata.obs[{within!r}] "
+                f"({in_groups[:5]}); with `within` every category must lie in exactly one group."
+            )
+        members[in_groups[0]].append(c)
+    rep, rep_n_pcs = _representation(adata, use_rep, n_pcs)
+    rep = np.asarray(rep)
+    names = set(categories)
+    linkage, order = _linkage_of(rep, coarse, rep_n_pcs, linkage_method, cor_method)
+    prefix, root = _free_names(categories + groups)
+    top = EnvironmentTree.from_linkage(linkage, order, internal_prefix=prefix, root_name=root)
+    # a group with one category is replaced by it
+    rename = {g: members[g][0] for g in groups if len(members[g]) == 1}
+    clash = [g for g in groups if g in names and rename.get(g) != g]
+    if clash or set(top.nodes) - set(groups) & names:
+        raise ValueError(f"Group names of adata.obs[{within!r}] clash with categories of adata.obs[{groupby!r}].")
+    parents: dict[str, str | None] = {}
+    for node in top.nodes:
+        parent = top.parent(node)
+        parents[rename.get(node, node)] = None if parent is None else rename.get(parent, parent)
+    for g in groups:
+        if len(members[g]) < 2:
+            continue
+        cells = coarse == g
+        sub_linkage, sub_order = _linkage_of(rep[cells], fine[cells], rep_n_pcs, linkage_method, cor_method)
+        sub = EnvironmentTree.from_linkage(sub_linkage, sub_order, internal_prefix=f"{g}/node", root_name=g)
+        for node in sub.nodes:
+            if node != g:
+                if node in parents:
+                    raise ValueError(f"Node name {node!r} is used twice in the nested tree.")
+                parents[node] = sub.parent(node)
+    return EnvironmentTree(parents)
+
+
 def environment_tree(
     adata: AnnData,
     groupby: str,
@@ -155,6 +232,7 @@ def environment_tree(
     linkage_method: str = "complete",
     cor_method: Literal["pearson", "kendall", "spearman"] = "pearson",
     key_added: str | None = None,
+    within: str | None = None,
     inplace: bool = True,
 ) -> EnvironmentTree | None:
     """Build the tree of environments (cell types) and store it where :func:`sctbr.tl.tbr` finds it.
@@ -173,6 +251,12 @@ def environment_tree(
 
     Alternatively pass your own ``tree`` (e.g. a known differentiation hierarchy): it is validated against
     the categories and stored the same way.
+
+    With ``within`` (a coarser column, e.g. the cell types of the sub-clusters of :func:`subclusters`) the tree
+    follows the coarse groups: Scanpy's dendrogram of the groups (internal nodes ``"node<i>"``, ``"root"``), and
+    under every group the dendrogram of its categories computed on its own cells (internal nodes
+    ``"<group>/node<i>"``; the group itself is the subtree's root). A group with a single category is replaced by
+    that category. Every category must lie in one group. Scanpy's ``uns["dendrogram_*"]`` is not written.
 
     Parameters
     ----------
@@ -194,6 +278,9 @@ def environment_tree(
         Correlation between category means, turned into the distance ``1 - correlation``.
     key_added
         Key of ``adata.uns`` for the tree (default ``"environment_tree"``, where :func:`sctbr.tl.tbr` looks).
+    within
+        Categorical column of ``adata.obs`` with coarser groups that nest the categories of ``groupby``; the tree
+        follows them (see above). Not with ``tree``.
     inplace
         Write the tree into ``adata`` and return ``None`` (scanpy's ``inplace``, as :func:`scanpy.tl.dendrogram`);
         ``False`` returns the tree and leaves ``adata`` untouched (a computed dendrogram is not stored either).
@@ -227,7 +314,21 @@ def environment_tree(
 
     dendrogram_key = f"dendrogram_{groupby}"
     dendrogram_info = None
-    if tree is not None:
+    if within is not None:
+        if tree is not None:
+            raise ValueError("Pass either `tree` or `within`, not both.")
+        result = _nested_tree(
+            adata,
+            groupby,
+            within,
+            categories,
+            use_rep=use_rep,
+            n_pcs=n_pcs,
+            linkage_method=linkage_method,
+            cor_method=cor_method,
+        )
+        source = f"dendrogram_{within}/{groupby}"
+    elif tree is not None:
         if not isinstance(tree, EnvironmentTree | Mapping | str | nx.DiGraph):
             raise TypeError(
                 f"`tree` must be a child -> parent mapping, a Newick string, a networkx.DiGraph or an "
