@@ -46,6 +46,7 @@ RECIPES = {
     "before": {"lp_start": False, "weight_decay": 0.0},  # the default before the small-data work
     "lp": {"lp_start": True, "weight_decay": 0.0},
     "lp_wd": {"lp_start": True, "weight_decay": 1e-3},
+    "wd": {"lp_start": False, "weight_decay": 1e-3},
 }
 
 
