@@ -11,7 +11,6 @@ as an uninterrupted one.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import signal
@@ -25,7 +24,8 @@ from pathlib import Path
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-logger = logging.getLogger(__name__)
+from sctbr import _logging as logg
+
 
 #: Saved models from sctbr versions before this one cannot be read by the installed version.
 MIN_COMPATIBLE_VERSION = "0.1.0"
@@ -150,7 +150,7 @@ def checkpoint_path(directory: str | os.PathLike, resume: bool, config: dict) ->
             )
     elif writer:
         if resume:
-            logger.info("No checkpoint in %s: starting a fresh fit.", directory)
+            logg.info(f"No checkpoint in {directory}: starting a fresh fit.")
         directory.mkdir(parents=True, exist_ok=True)
         state_file.write_text(json.dumps(config, indent=1))
     last = directory / "last.ckpt"

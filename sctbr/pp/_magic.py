@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import warnings
 from collections.abc import Sequence
 
@@ -11,9 +10,9 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
+from sctbr import _logging as logg
 from sctbr.pp._normalize import TARGET_SUM, log_normalize, looks_like_counts
 
-logger = logging.getLogger(__name__)
 
 
 def _input_matrix(adata: AnnData, layer: str | None):
@@ -130,7 +129,7 @@ def magic(
     else:
         if library_size is not None:
             raise ValueError("`library_size` is only used for counts, but the input is not counts (non-integers).")
-        logger.info("The input is not counts (non-integer values): MAGIC runs on it as it is.")
+        logg.info("The input is not counts (non-integer values): MAGIC runs on it as it is.")
         data = sp.csr_matrix(x, dtype=np.float32) if sp.issparse(x) else np.asarray(x, dtype=np.float32)
         normalization = "none (input used as given)"
 

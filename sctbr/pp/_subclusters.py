@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import warnings
 
 import networkx as nx
@@ -11,9 +10,9 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
+from sctbr import _logging as logg
 from sctbr.pp._tree import _categories, _representation
 
-logger = logging.getLogger(__name__)
 
 #: Separator between a cell type and the number of its sub-cluster: ``"CD4 T naive-0"``.
 SEPARATOR = "-"
@@ -131,5 +130,5 @@ def subclusters(
         names.extend(sub_names)
     result = pd.Series(pd.Categorical(out, categories=names), index=adata.obs_names.copy(), name=key)
     adata.obs[key] = result
-    logger.info("subclusters: %d sub-clusters of %d cell types in adata.obs[%r]", len(names), len(types), key)
+    logg.info(f"subclusters: {len(names)} sub-clusters of {len(types)} cell types in adata.obs[{key!r}]")
     return result

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 import warnings
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from sctbr import _logging as logg
 from sctbr._utils import to_memory
 
-logger = logging.getLogger(__name__)
 
 #: Key of ``adata.uns`` where :func:`subsample` records what it kept and dropped.
 SUBSAMPLE_KEY = "subsample"
@@ -126,7 +125,7 @@ def subsample(
         warnings.warn(
             f"Dropped {n_unlabelled} cells without a label in adata.obs[{groupby!r}].", UserWarning, stacklevel=2
         )
-    logger.info("subsample: kept %d of %d cells", len(keep), adata.n_obs)
+    logg.info(f"subsample: kept {len(keep)} of {adata.n_obs} cells")
 
     if copy:
         out = to_memory(adata[keep])

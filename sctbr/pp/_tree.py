@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import warnings
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -12,12 +11,12 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from sctbr import _logging as logg
 from sctbr._constants import TREE_KEY
 from sctbr._tree import EnvironmentTree
 from sctbr._utils import record_defaults
 from sctbr.pp._normalize import log_normalize, looks_like_counts
 
-logger = logging.getLogger(__name__)
 
 _N_PCS = 50  # Scanpy's default number of principal components
 
@@ -118,7 +117,7 @@ def _representation(adata: AnnData, use_rep: str | None, n_pcs: int | None) -> t
         var["highly_variable"] = adata.var["highly_variable"].to_numpy(dtype=bool)
     work = AnnData(X=data, obs=pd.DataFrame(index=adata.obs_names.copy()), var=var)
     sc.pp.pca(work, n_comps=n_comps, random_state=0)
-    logger.info("environment_tree: computed %d principal components of log-normalised X (not stored)", n_comps)
+    logg.info(f"environment_tree: computed {n_comps} principal components of log-normalised X (not stored)")
     return work.obsm["X_pca"], None
 
 
@@ -368,7 +367,7 @@ def environment_tree(
             )
             linkage = np.asarray(dendrogram_info["linkage"], dtype=float)
         else:
-            logger.info("environment_tree: reusing adata.uns[%r]", dendrogram_key)
+            logg.info(f"environment_tree: reusing adata.uns[{dendrogram_key!r}]")
         prefix, root = _free_names(categories)
         result = EnvironmentTree.from_linkage(linkage, categories, internal_prefix=prefix, root_name=root)
         source = dendrogram_key
@@ -378,7 +377,7 @@ def environment_tree(
     # Write only after everything succeeded.
     if dendrogram_info is not None:
         if dendrogram_key in adata.uns:
-            logger.info("environment_tree: recomputed the stale adata.uns[%r]", dendrogram_key)
+            logg.info(f"environment_tree: recomputed the stale adata.uns[{dendrogram_key!r}]")
         adata.uns[dendrogram_key] = dendrogram_info
     stored = result.to_dict()
     stored["groupby"] = groupby
