@@ -14,7 +14,7 @@ Examples
 
 from __future__ import annotations
 
-__all__ = ["debug", "info", "progress_enabled", "verbosity"]
+__all__ = ["debug", "fits_progress", "fits_progress_enabled", "info", "verbosity"]
 
 
 def _logg():
@@ -38,3 +38,21 @@ def verbosity() -> int:
     from scanpy import settings
 
     return int(settings.verbosity)
+
+
+def fits_progress(total: int | None, desc: str, *, enabled: bool | None = None):
+    """The outer progress bar over a tool's fits (``tqdm.auto``, as scvi-tools' default ``progress_bar_style``).
+
+    ``enabled=None`` shows it at scanpy's default verbosity and above (``"warning"``); ``sc.settings.verbosity =
+    "error"`` (0) hides it, as does ``enabled=False``. A hidden bar is tqdm's no-op bar (``update`` still works).
+    """
+    from tqdm.auto import tqdm
+
+    if enabled is None:
+        enabled = verbosity() >= 1
+    return tqdm(total=total, desc=desc, unit="fit", disable=not enabled, dynamic_ncols=True)
+
+
+def fits_progress_enabled(fit_kwargs) -> bool:
+    """Whether the tools' outer bar shows: not with the fits' own ``enable_progress_bar=False``, nor below verbosity 1."""
+    return fit_kwargs.get("enable_progress_bar") is not False and verbosity() >= 1

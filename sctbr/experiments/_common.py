@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 import warnings
@@ -13,6 +14,7 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
+from sctbr import _logging as logg
 from sctbr import tl
 from sctbr._constants import TRUE_LATENTS_KEY
 from sctbr.experiments._profiles import Profile
@@ -53,6 +55,31 @@ def quiet() -> Iterator[None]:
     finally:
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
+
+
+#: The open progress bar of the running experiment (fit_method counts its fits into it).
+_BARS: list = []
+
+
+def counts_fits(func):
+    """Show one progress bar over the fits of an experiment function (hidden with ``sc.settings.verbosity="error"``).
+
+    The number of fits is not known ahead (data-dependent levels), so the bar counts fits and their rate; an
+    experiment called from another one counts into the outer bar.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        if _BARS:
+            return func(*args, **kwargs)
+        with logg.fits_progress(None, func.__name__) as bar:
+            _BARS.append(bar)
+            try:
+                return func(*args, **kwargs)
+            finally:
+                _BARS.pop()
+
+    return wrapper
 
 
 def seeds(profile: Profile, random_state: int, *, real: bool = False) -> list[int]:
@@ -116,7 +143,11 @@ def fit_method(
     results, errors = [], []
     with quiet(), torch_threads(profile.n_threads):
         for lam in grid:
+            if _BARS:
+                _BARS[-1].set_postfix(method=method, seed=int(seed), refresh=False)
             result = tl.fit(adata, **common) if lam is None else tl.fit(adata, lam=lam, **common)
+            if _BARS:
+                _BARS[-1].update()
             results.append(result)
             errors.append(result.split_mse("validation"))
     seconds = time.perf_counter() - start

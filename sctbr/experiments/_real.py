@@ -21,7 +21,7 @@ from sctbr.datasets import (
     semisynthetic,
     weakly_correlated_genes,
 )
-from sctbr.experiments._common import check_methods, fit_method, quiet, seeds, tidy
+from sctbr.experiments._common import check_methods, counts_fits, fit_method, quiet, seeds, tidy
 from sctbr.experiments._profiles import Profile, get_profile
 from sctbr.metrics import chance_mcc
 
@@ -181,6 +181,7 @@ def span_r2(z_true: np.ndarray, z_est: np.ndarray) -> float:
     return float(np.mean(1 - resid.var(axis=0) / z_true.var(axis=0)))
 
 
+@counts_fits
 def semisynthetic_sweep(
     profile: str | Profile = "quick",
     *,
@@ -344,6 +345,7 @@ def _one_sparse_heads(semi: ad.AnnData, groupby: str, pairs, rng: np.random.Gene
     return changed
 
 
+@counts_fits
 def transfer(
     profile: str | Profile = "quick",
     *,

@@ -9,7 +9,7 @@ import pandas as pd
 
 from sctbr._constants import TRUE_LATENTS_KEY
 from sctbr.datasets import simulate
-from sctbr.experiments._common import check_methods, fit_method, quiet, seeds, tidy
+from sctbr.experiments._common import check_methods, counts_fits, fit_method, quiet, seeds, tidy
 from sctbr.experiments._profiles import Profile, get_profile
 from sctbr.metrics import ate_table
 
@@ -74,6 +74,7 @@ def _ks(profile: Profile) -> list[int]:
     return [int(k) for k in ks]
 
 
+@counts_fits
 def sparsity_sweep(
     profile: str | Profile = "quick", *, random_state: int = 0, accelerator: str = "auto", **overrides
 ) -> pd.DataFrame:
@@ -113,6 +114,7 @@ def sparsity_sweep(
     return _sweep("sparsity_sweep", prof, _ks(prof), random_state=random_state, accelerator=accelerator)
 
 
+@counts_fits
 def leaves_only(
     profile: str | Profile = "quick", *, random_state: int = 0, accelerator: str = "auto", **overrides
 ) -> pd.DataFrame:
@@ -154,6 +156,7 @@ def leaves_only(
     )
 
 
+@counts_fits
 def linear_psi(
     profile: str | Profile = "quick", *, random_state: int = 0, accelerator: str = "auto", **overrides
 ) -> pd.DataFrame:
@@ -185,6 +188,7 @@ def linear_psi(
     return _sweep("linear_psi", prof, _ks(prof), random_state=random_state, accelerator=accelerator, psi="linear")
 
 
+@counts_fits
 def bernoulli_changes(
     profile: str | Profile = "quick", *, random_state: int = 0, accelerator: str = "auto", **overrides
 ) -> pd.DataFrame:
@@ -221,6 +225,7 @@ def bernoulli_changes(
     return _sweep("bernoulli_changes", prof, rates, random_state=random_state, accelerator=accelerator)
 
 
+@counts_fits
 def latent_dimension(
     profile: str | Profile = "quick", *, random_state: int = 0, accelerator: str = "auto", **overrides
 ) -> pd.DataFrame:
@@ -279,6 +284,7 @@ def latent_dimension(
 PAPER_ATE = {"tbr": (0.05, 0.07), "baseline": (1.51, 1.8)}
 
 
+@counts_fits
 def causal_effects(
     profile: str | Profile = "quick", *, random_state: int = 0, accelerator: str = "auto", **overrides
 ) -> pd.DataFrame:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from anndata import AnnData
 
+from sctbr import _logging as logg
 from sctbr.tl._core import fit, split_fit_kwargs
 
 #: ``sctbr.tl.tbr`` arguments that the refitting tools set themselves.
@@ -37,6 +38,8 @@ def check_tbr_kwargs(tbr_kwargs: Mapping[str, Any], caller: str, *, allowed: tup
             "(the sizes to try are `candidates`, the seeds come from `random_state`, results go to `key_added`)."
         )
     kwargs = dict(tbr_kwargs)
+    # the outer bar over the fits shows unless the user turns the fits' bars off (then: nothing is shown)
+    kwargs["_outer_progress"] = logg.fits_progress_enabled(kwargs)
     kwargs.setdefault("enable_progress_bar", False)
     kwargs.setdefault("enable_model_summary", False)
     return kwargs

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from sctbr import _logging as logg
 from sctbr._constants import N_LATENT_KEY, result_keys
 from sctbr._docs import doc_params
 from sctbr.tl._refit import check_in_memory, check_tbr_kwargs, fit_once, split_error
@@ -97,8 +98,9 @@ def select_n_latent(
         leaves ``adata`` untouched.
     **tbr_kwargs
         Passed to every :func:`sctbr.tl.tbr` fit (e.g. ``max_epochs``, ``hidden``, ``lam``, ``validation_size``,
-        ``n_restarts``, ``accelerator``). ``validation_size`` must be positive. The progress bar is off unless
-        ``enable_progress_bar=True``.
+        ``n_restarts``, ``accelerator``). ``validation_size`` must be positive. One progress bar counts the
+        fits (hidden with ``sc.settings.verbosity = "error"`` or ``enable_progress_bar=False``); each fit's own
+        bar is off unless ``enable_progress_bar=True``.
 
     Returns
     -------
@@ -141,23 +143,28 @@ def select_n_latent(
 
     check_in_memory(adata)
     rows, fit = [], None
-    for n in sizes:
-        fit = fit_once(adata, n_latent=n, random_state=random_state, fit_kwargs=fit_kwargs)
-        val, val_se, n_val = split_error(fit, "validation")
-        train, _, _ = split_error(fit, "train")
-        if not np.isfinite(val):
-            raise FloatingPointError(
-                f"The fit with n_latent={n} gave a non-finite validation error; lower the learning rate (lr=1e-3)."
+    outer = fit_kwargs.pop("_outer_progress")
+    with logg.fits_progress(len(sizes), "select_n_latent", enabled=outer) as bar:
+        for n in sizes:
+            bar.set_postfix(n_latent=n, refresh=False)
+            fit = fit_once(adata, n_latent=n, random_state=random_state, fit_kwargs=fit_kwargs)
+            bar.update()
+            val, val_se, n_val = split_error(fit, "validation")
+            train, _, _ = split_error(fit, "train")
+            if not np.isfinite(val):
+                raise FloatingPointError(
+                    f"The fit with n_latent={n} gave a non-finite validation error; lower the learning rate "
+                    "(lr=1e-3)."
+                )
+            rows.append(
+                {
+                    "n_latent": n,
+                    "validation_mse": val,
+                    "validation_se": val_se,
+                    "train_mse": train,
+                    "fit_seconds": fit.seconds,
+                }
             )
-        rows.append(
-            {
-                "n_latent": n,
-                "validation_mse": val,
-                "validation_se": val_se,
-                "train_mse": train,
-                "fit_seconds": fit.seconds,
-            }
-        )
     curve = pd.DataFrame(rows)
     best, threshold = plateau(curve["validation_mse"], curve["validation_se"], float(rtol))
     curve["selected"] = np.arange(len(curve)) == best

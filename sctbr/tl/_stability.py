@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from sctbr import _logging as logg
 from sctbr._constants import OBSM_KEY_FIELD, STABILITY_KEY, result_keys
 from sctbr._docs import doc_params
 from sctbr.metrics import match_latents
@@ -77,7 +78,9 @@ def stability(
         latents into ``obsm["X_tbr_stability"]`` (scanpy's ``key_added`` rule: ``obsm[key_added]`` and
         ``uns[key_added]`` with a name). ``False`` returns the result and leaves ``adata`` untouched.
     **tbr_kwargs
-        Passed to every :func:`sctbr.tl.tbr` fit (e.g. ``n_latent``, ``max_epochs``, ``lam``, ``hidden``).
+        Passed to every :func:`sctbr.tl.tbr` fit (e.g. ``n_latent``, ``max_epochs``, ``lam``, ``hidden``). One
+        progress bar counts the fits (hidden with ``sc.settings.verbosity = "error"`` or
+        ``enable_progress_bar=False``); each fit's own bar is off unless ``enable_progress_bar=True``.
 
     Returns
     -------
@@ -134,7 +137,12 @@ def stability(
 
     check_in_memory(adata)
     seeds = [int(random_state) + i for i in range(int(n_seeds))]
-    fits = [fit_once(adata, n_latent=n_latent, random_state=s, fit_kwargs=fit_kwargs) for s in seeds]
+    fits = []
+    with logg.fits_progress(len(seeds), "stability", enabled=fit_kwargs.pop("_outer_progress")) as bar:
+        for s in seeds:
+            bar.set_postfix(seed=s, refresh=False)
+            fits.append(fit_once(adata, n_latent=n_latent, random_state=s, fit_kwargs=fit_kwargs))
+            bar.update()
     latents = np.stack([f.latents for f in fits])
     names = [f"latent_{j}" for j in range(latents.shape[2])]
 
