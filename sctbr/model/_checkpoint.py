@@ -26,7 +26,6 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from sctbr import _logging as logg
 
-
 #: Saved models from sctbr versions before this one cannot be read by the installed version.
 MIN_COMPATIBLE_VERSION = "0.1.0"
 _STATE_FILE = "sctbr_checkpoint.json"

@@ -14,7 +14,6 @@ from sctbr import _logging as logg
 from sctbr.pp._normalize import TARGET_SUM, log_normalize, looks_like_counts
 
 
-
 def _input_matrix(adata: AnnData, layer: str | None):
     if adata.isbacked:
         raise ValueError(

@@ -13,7 +13,6 @@ from anndata import AnnData
 from sctbr import _logging as logg
 from sctbr.pp._tree import _categories, _representation
 
-
 #: Separator between a cell type and the number of its sub-cluster: ``"CD4 T naive-0"``.
 SEPARATOR = "-"
 

@@ -11,7 +11,6 @@ from anndata import AnnData
 from sctbr import _logging as logg
 from sctbr._utils import to_memory
 
-
 #: Key of ``adata.uns`` where :func:`subsample` records what it kept and dropped.
 SUBSAMPLE_KEY = "subsample"
 

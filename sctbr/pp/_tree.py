@@ -17,7 +17,6 @@ from sctbr._tree import EnvironmentTree
 from sctbr._utils import record_defaults
 from sctbr.pp._normalize import log_normalize, looks_like_counts
 
-
 _N_PCS = 50  # Scanpy's default number of principal components
 
 

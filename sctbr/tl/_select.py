@@ -153,8 +153,7 @@ def select_n_latent(
             train, _, _ = split_error(fit, "train")
             if not np.isfinite(val):
                 raise FloatingPointError(
-                    f"The fit with n_latent={n} gave a non-finite validation error; lower the learning rate "
-                    "(lr=1e-3)."
+                    f"The fit with n_latent={n} gave a non-finite validation error; lower the learning rate (lr=1e-3)."
                 )
             rows.append(
                 {
