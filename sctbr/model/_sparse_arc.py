@@ -1,14 +1,16 @@
 """The few-shot adaptation's convex problem (:meth:`sctbr.model.TBR.adapt`), solved exactly.
 
 With the encoder and every other weight frozen, the new arc's change ``Delta`` is an l1-penalised regression on the
-latents with the parent's head as offset: cyclic coordinate descent for a squared-error target
-(:func:`_lasso_cd`), accelerated proximal gradient with restarts for a binary one (:func:`_logistic_fista`), and
-lambda by K-fold cross-validation with the one-standard-error rule (:func:`cv_lambda`); the target it fits
-(:func:`target_matrix`).
+latents with the parent's head as offset: :class:`sklearn.linear_model.Lasso` on the response minus the offset for a
+squared-error target (:func:`lasso`), statsmodels' l1-penalised binomial GLM with the offset for a binary one
+(:func:`logistic_lasso`; sklearn's logistic regression takes no offset), and lambda by K-fold cross-validation
+(:class:`sklearn.model_selection.PredefinedSplit` folds of a seeded permutation) over a warm-started lambda path
+with the one-standard-error rule (:func:`cv_lambda`); the target it fits (:func:`target_matrix`).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,60 +23,66 @@ from sctbr.model._lam import one_standard_error_rule
 N_LAMBDAS = 25
 
 
-def _soft(x, t):
-    return np.sign(x) * np.maximum(np.abs(x) - t, 0.0)
-
-
 def sigmoid(x):
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
-def _lasso_cd(
-    gram: np.ndarray, corr: np.ndarray, lam: float, start: np.ndarray | None, max_iter: int, tol: float
-) -> tuple[np.ndarray, bool]:
-    """Minimise ``b' G b - 2 c' b + lam * |b|_1`` (= mean squared error + l1 up to a constant) by cyclic CD."""
-    p = len(corr)
-    b = np.zeros(p) if start is None else np.array(start, dtype=np.float64)
-    diag = np.diag(gram)
-    for _ in range(max_iter):
-        biggest = 0.0
-        for j in range(p):
-            if diag[j] <= 0:
-                new = 0.0
-            else:
-                rho = corr[j] - gram[j] @ b + diag[j] * b[j]
-                new = _soft(rho, lam / 2.0) / diag[j]
-            biggest = max(biggest, abs(new - b[j]))
-            b[j] = new
-        if biggest <= tol * max(1.0, float(np.abs(b).max(initial=0.0))):
-            return b, True
-    return b, False
+def lasso(z: np.ndarray, r: np.ndarray, lam: float, start, max_iter: int, tol: float) -> tuple[np.ndarray, bool]:
+    """Minimise ``mean((r - z b)^2) + lam * |b|_1`` with :class:`sklearn.linear_model.Lasso` (``alpha = lam / 2``).
+
+    sklearn's objective is ``|r - z b|^2 / (2 n) + alpha |b|_1``; ``start`` warm-starts the coordinate descent.
+    ``lam = 0`` is least squares. Returns the coefficients and whether the solver converged (no
+    :class:`~sklearn.exceptions.ConvergenceWarning`).
+    """
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import Lasso, LinearRegression
+
+    if lam <= 0:
+        return LinearRegression(fit_intercept=False).fit(z, r).coef_.astype(np.float64), True
+    model = Lasso(alpha=lam / 2.0, fit_intercept=False, max_iter=int(max_iter), tol=float(tol), warm_start=True)
+    if start is not None:
+        model.coef_ = np.array(start, dtype=np.float64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        model.fit(z, r)
+    ok = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    return np.asarray(model.coef_, dtype=np.float64), ok
 
 
-def _logistic_fista(
+def logistic_lasso(
     z: np.ndarray, y: np.ndarray, offset: np.ndarray, lam: float, start, max_iter: int, tol: float
 ) -> tuple[np.ndarray, bool]:
-    """Minimise the mean logistic loss of ``offset + z b`` plus ``lam * |b|_1`` (FISTA with restarts)."""
+    """Minimise the mean logistic loss of ``offset + z b`` plus ``lam * |b|_1`` with statsmodels' GLM.
+
+    sklearn's logistic regression takes no offset, so this is :meth:`statsmodels.genmod.generalized_linear_model.GLM.
+    fit_regularized` (``method="elastic_net"``, ``L1_wt=1``, whose objective is the mean negative log-likelihood
+    plus ``alpha |b|_1``: ``alpha = lam``), warm-started at ``start``. Convergence is judged by the optimality
+    (KKT) conditions: the largest violation, relative to ``max(1, lam)``, at most ``max(tol, 1e-6)``.
+    """
+    import statsmodels.api as sm
+
     n, p = z.shape
-    lipschitz = float(np.linalg.eigvalsh(z.T @ z / n).max(initial=0.0)) / 4.0
-    if lipschitz <= 0:
-        return np.zeros(p), True
-    step = 1.0 / lipschitz
-    b = np.zeros(p) if start is None else np.array(start, dtype=np.float64)
-    v, t = b.copy(), 1.0
-    for _ in range(max_iter):
-        grad = z.T @ (sigmoid(offset + z @ v) - y) / n
-        new = _soft(v - step * grad, step * lam)
-        t_new = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * t * t))
-        if (new - b) @ (v - new) > 0:  # adaptive restart (O'Donoghue & Candes)
-            v, t_new = new.copy(), 1.0
-        else:
-            v = new + (t - 1.0) / t_new * (new - b)
-        change = float(np.abs(new - b).max(initial=0.0))
-        b, t = new, t_new
-        if change <= tol * max(1.0, float(np.abs(b).max(initial=0.0))):
-            return b, True
-    return b, False
+    start = np.zeros(p) if start is None else np.array(start, dtype=np.float64)
+    model = sm.GLM(y, z, family=sm.families.Binomial(), offset=offset)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # statsmodels' perfect-separation and convergence chatter: judged below
+        fit = model.fit_regularized(
+            method="elastic_net",
+            alpha=float(lam),
+            L1_wt=1.0,
+            start_params=start,
+            maxiter=int(max_iter),
+            cnvrg_tol=max(float(tol), 1e-12),
+            zero_tol=1e-10,
+        )
+    b = np.asarray(fit.params, dtype=np.float64)
+    grad = z.T @ (sigmoid(offset + z @ b) - y) / n
+    nz = b != 0
+    violation = max(
+        float(np.abs(grad[nz] + lam * np.sign(b[nz])).max(initial=0.0)),
+        float((np.abs(grad[~nz]) - lam).max(initial=0.0)),
+    )
+    return b, violation <= max(float(tol), 1e-6) * max(1.0, lam)
 
 
 class Problem:
@@ -97,12 +105,9 @@ class Problem:
 
     def solve(self, lam: float, start=None) -> np.ndarray:
         if self.logistic:
-            b, ok = _logistic_fista(self.z, self.y, self.offset, lam, start, self.max_iter, self.tol)
+            b, ok = logistic_lasso(self.z, self.y, self.offset, lam, start, self.max_iter, self.tol)
         else:
-            n = len(self.y)
-            gram = self.z.T @ self.z / n
-            corr = self.z.T @ (self.y - self.offset) / n
-            b, ok = _lasso_cd(gram, corr, lam, start, self.max_iter, self.tol)
+            b, ok = lasso(self.z, self.y - self.offset, lam, start, self.max_iter, self.tol)
         self.not_converged += not ok
         return b
 
@@ -111,8 +116,10 @@ class Problem:
         support = b != 0
         if self.logistic or not support.any():
             return b
+        from sklearn.linear_model import LinearRegression
+
         out = np.zeros_like(b)
-        out[support] = np.linalg.lstsq(self.z[:, support], self.y - self.offset, rcond=None)[0]
+        out[support] = LinearRegression(fit_intercept=False).fit(self.z[:, support], self.y - self.offset).coef_
         return out
 
     def error(self, b: np.ndarray) -> float:
@@ -131,12 +138,17 @@ def cv_lambda(problem: Problem, folds: int, rng: np.random.Generator, refit: boo
     lam_max = float(np.abs(problem.gradient_at_zero()).max(initial=0.0))
     if lam_max <= 0:
         return 0.0, pd.DataFrame({"lam": [0.0], "cv_error": [np.nan], "cv_se": [np.nan]})
+    from sklearn.model_selection import PredefinedSplit
+
     grid = lam_max * np.logspace(0, -3, N_LAMBDAS)
     n = len(problem.y)
-    parts = np.array_split(rng.permutation(n), folds)
+    # K folds of a seeded permutation (sklearn's KFold(shuffle=True) draws the same fold sizes; the folds come from
+    # ``rng``, a numpy Generator, which KFold does not take)
+    test_fold = np.empty(n, dtype=int)
+    for f, part in enumerate(np.array_split(rng.permutation(n), folds)):
+        test_fold[part] = f
     errors = np.empty((folds, len(grid)))
-    for f, test in enumerate(parts):
-        train = np.setdiff1d(np.arange(n), test)
+    for f, (train, test) in enumerate(PredefinedSplit(test_fold).split()):
         fit, held = problem.subset(train), problem.subset(test)
         b = None
         for i, lam in enumerate(grid):

@@ -310,8 +310,8 @@ class TransferMixin:
         ``mean((y - bias - z @ w_base - z @ Delta)^2) + lam * ||Delta||_1``
 
         (the model's own objective restricted to the new arc; the logistic loss for a binary target). With the
-        latents fixed this is a lasso on ``n_latent`` coefficients, solved exactly by coordinate descent
-        (accelerated proximal gradient for a binary target): deterministic, with exact zeros where nothing
+        latents fixed this is a lasso on ``n_latent`` coefficients, solved exactly by scikit-learn's
+        ``Lasso`` (statsmodels' l1-penalised binomial GLM with an offset for a binary target): deterministic, with exact zeros where nothing
         changes. With ``refit=True`` (default) the non-zero entries are then refitted by least squares (the
         relaxed lasso): the l1 penalty picks which latents change, and the refit removes its shrinkage of the
         changes it keeps, which on simulations predicted as well as an unpenalised refit while keeping the
