@@ -36,7 +36,7 @@ RANKS = {
 }
 SUBPACKAGES = frozenset(RANKS) - {"shared"}
 #: Top-level modules every layer may import (the lowest layer).
-SHARED = frozenset({"_tree", "_utils", "_constants", "_validation", "_docs"})
+SHARED = frozenset({"_tree", "_utils", "_constants", "_validation", "_docs", "_logging"})
 #: Subpackages whose modules may import only public names of other subpackages.
 PUBLIC_ONLY = frozenset({"tl", "pl", "experiments"})
 #: Modules outside the layering: the package's ``__init__`` (imports every subpackage) and the demo script.

@@ -180,7 +180,7 @@ def from_linkage(
         if Z.size != 0:
             raise ValueError(f"a single leaf needs an empty linkage matrix, got shape {Z.shape}")
         return cls({names[0]: None})
-    if Z.ndim != 2 or Z.shape[0] != n - 1 or Z.shape[1] < 2:
+    if Z.ndim != 2 or Z.shape[0] != n - 1 or Z.shape[1] != 4:
         raise ValueError(
             f"linkage matrix has shape {Z.shape}, expected ({n - 1}, 4) for {n} leaves; "
             "pass the output of scipy.cluster.hierarchy.linkage and one name per observation"
@@ -200,20 +200,36 @@ def from_linkage(
     if not np.all(np.isfinite(ids)) or not np.array_equal(ids, np.round(ids)):
         raise ValueError("linkage matrix columns 0 and 1 must hold integer cluster ids")
     ids = ids.astype(np.int64)
-    used = np.zeros(2 * n - 1, dtype=bool)
+    from scipy.cluster.hierarchy import is_valid_linkage
+
+    Z = np.ascontiguousarray(Z, dtype=np.float64)
+    if not is_valid_linkage(Z, throw=False, warning=False):
+        raise ValueError(_linkage_problem(Z, ids, n))
     parents: dict[str, str | None] = {}
     for i, (a, b) in enumerate(ids):
         for cid in (a, b):
-            if cid < 0 or cid >= n + i:
-                raise ValueError(
-                    f"linkage row {i} refers to cluster {cid}, but only clusters 0..{n + i - 1} exist then"
-                )
-            if used[cid]:
-                raise ValueError(f"linkage row {i} merges cluster {cid}, which was already merged before")
-            used[cid] = True
             parents[names[cid] if cid < n else internal[cid - n]] = internal[i]
     parents[root_name] = None
     return cls(parents)
+
+
+def _linkage_problem(Z: np.ndarray, ids: np.ndarray, n: int) -> str:
+    """What :func:`scipy.cluster.hierarchy.is_valid_linkage` rejects, named by row where it is a merge's ids."""
+    from scipy.cluster.hierarchy import is_valid_linkage
+
+    used = np.zeros(2 * n - 1, dtype=bool)
+    for i, (a, b) in enumerate(ids):
+        for cid in (a, b):
+            if cid < 0 or cid >= n + i:
+                return f"linkage row {i} refers to cluster {cid}, but only clusters 0..{n + i - 1} exist then"
+            if used[cid]:
+                return f"linkage row {i} merges cluster {cid}, which was already merged before"
+            used[cid] = True
+    try:
+        is_valid_linkage(Z, throw=True, name="Z")
+    except (ValueError, TypeError) as err:
+        return f"invalid linkage matrix ({err}); pass the output of scipy.cluster.hierarchy.linkage"
+    return "invalid linkage matrix; pass the output of scipy.cluster.hierarchy.linkage"  # pragma: no cover
 
 
 def to_dict(self: EnvironmentTree) -> dict[str, np.ndarray]:

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
-from sctbr import _logging as logg
+import sctbr._logging as logg
 from sctbr import tl
 from sctbr._constants import TRUE_LATENTS_KEY
 from sctbr.experiments._profiles import Profile

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from sctbr import _logging as logg
+import sctbr._logging as logg
 
 #: Saved models from sctbr versions before this one cannot be read by the installed version.
 MIN_COMPATIBLE_VERSION = "0.1.0"

@@ -3,12 +3,52 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass
+from numbers import Real
 
 import torch
 from scvi.train import TrainingPlan
+from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from sctbr.model._module import TBRModule
+
+#: Why scvi-tools' TrainingPlan options do nothing here (the fix goes in the error).
+_IGNORED = {
+    "optimizer": "TBR trains with Adam (its proximal step reads Adam's moments)",
+    "optimizer_creator": "TBR trains with Adam (its proximal step reads Adam's moments)",
+    "reduce_lr_on_plateau": "the learning rate follows each phase's cosine decay (set `lr`, `lr_min_factor`)",
+    "lr_factor": "the learning rate follows each phase's cosine decay (set `lr`, `lr_min_factor`)",
+    "lr_patience": "the learning rate follows each phase's cosine decay (set `lr`, `lr_min_factor`)",
+    "lr_threshold": "the learning rate follows each phase's cosine decay (set `lr`, `lr_min_factor`)",
+    "lr_scheduler_metric": "the learning rate follows each phase's cosine decay (set `lr`, `lr_min_factor`)",
+    "lr_min": "the final learning rate is `lr * lr_min_factor`",
+    "eps": "Adam's eps is fixed at 1e-8",
+}
+
+
+def check_plan_options(kwargs: dict, **values) -> None:
+    """Reject options the plan would ignore, and out-of-range values of its own, before anything is built."""
+    if kwargs:
+        reasons = sorted(
+            {_IGNORED.get(k, "TBR has no KL term, no loss keywords and no compiled module") for k in kwargs}
+        )
+        raise TypeError(
+            f"TBRTrainingPlan does not use {sorted(kwargs)}: {'; '.join(reasons)}. Remove them from `plan_kwargs`; "
+            "the plan's options are lr, weight_decay, max_epochs, lr_min_factor, warmup_epochs, reweight_every."
+        )
+    checks = {
+        "lr": (lambda v: v > 0, "a positive number, e.g. 3e-3"),
+        "weight_decay": (lambda v: v >= 0, "a non-negative number, e.g. 1e-3 (0 turns it off)"),
+        "max_epochs": (lambda v: v >= 1 and float(v).is_integer(), "a positive integer"),
+        "lr_min_factor": (lambda v: 0 <= v <= 1, "a fraction of `lr` between 0 and 1, e.g. 0.05"),
+        "warmup_epochs": (lambda v: v >= 0 and float(v).is_integer(), "a non-negative integer"),
+        "reweight_every": (lambda v: v >= 1 and float(v).is_integer(), "a positive integer"),
+    }
+    for name, value in values.items():
+        ok, fix = checks[name]
+        if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or not ok(value):
+            raise ValueError(f"`{name}` must be {fix}; got {value!r}.")
 
 
 @dataclass
@@ -38,7 +78,12 @@ class TBRTrainingPlan(TrainingPlan):
     diagonal metric (threshold ``lr * lam * weight / sqrt(v_hat)``), which yields exact zeros, so "which
     latent changed on which arc" has a crisp answer. With ``penalty="log"`` the l1 weights are refreshed
     every ``reweight_every`` epochs after ``warmup_epochs`` (iteratively reweighted l1, an l0-like penalty).
-    The learning rate follows a cosine decay to ``lr * lr_min_factor``.
+    The learning rate follows a cosine decay to ``lr * lr_min_factor`` (torch's
+    :class:`~torch.optim.lr_scheduler.CosineAnnealingLR`, restarted at every phase).
+
+    The plan takes only the options below: those of scvi-tools' ``TrainingPlan`` that it does not use (another
+    ``optimizer``, ``reduce_lr_on_plateau`` and its ``lr_*`` settings, KL warm-up, ``compile``, loss keywords)
+    raise a ``TypeError`` instead of being silently dropped.
 
     A fit runs in **phases** (:class:`Phase`; :meth:`sctbr.model.TBR.train` sets them: fit with ``lam = 0``, then
     sparsify, or one sparsify phase per lambda of a path). Each phase starts with a fresh Adam state and its own
@@ -66,6 +111,8 @@ class TBRTrainingPlan(TrainingPlan):
         Epochs between reweightings.
     phases
         The phases of the fit; ``None``: one phase of ``max_epochs`` epochs at ``lr`` with the module's ``lam``.
+    **kwargs
+        Not accepted (see above); kept in the signature to name scvi-tools' options in the error.
 
     Examples
     --------
@@ -94,7 +141,11 @@ class TBRTrainingPlan(TrainingPlan):
         phases: list[Phase] | None = None,
         **kwargs,
     ):
-        super().__init__(module, lr=lr, weight_decay=weight_decay, eps=1e-8, **kwargs)
+        check_plan_options(
+            kwargs, lr=lr, weight_decay=weight_decay, max_epochs=max_epochs, lr_min_factor=lr_min_factor,
+            warmup_epochs=warmup_epochs, reweight_every=reweight_every,
+        )  # fmt: skip
+        super().__init__(module, lr=lr, weight_decay=weight_decay, eps=1e-8)
         self.lr_min_factor = float(lr_min_factor)
         self.warmup_epochs = int(warmup_epochs)
         self.reweight_every = max(1, int(reweight_every))
@@ -102,7 +153,14 @@ class TBRTrainingPlan(TrainingPlan):
             phases = [Phase("fit", 0, int(max_epochs), float(lr), float(module.lam), int(max_epochs))]
         self.phases = list(phases)
         self._sums: dict[str, torch.Tensor] = {}
+        self._scheduler: CosineAnnealingLR | None = None  # the current phase's cosine decay
+        self._scheduler_key: tuple | None = None
         self.automatic_optimization = False
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        state["_scheduler"], state["_scheduler_key"] = None, None  # rebuilt at the next epoch
+        return state
 
     # -- phases -----------------------------------------------------------------------------------------------
     def phase_index(self, epoch: int | None = None) -> int:
@@ -119,12 +177,33 @@ class TBRTrainingPlan(TrainingPlan):
         """The current epoch counted from the start of its phase (it sets the phase's batch order)."""
         return self.current_epoch - self.phase.start
 
+    def _cosine(self, optimizer: torch.optim.Optimizer, phase: Phase, phase_epoch: int) -> CosineAnnealingLR:
+        """The phase's cosine decay, torch's :class:`~torch.optim.lr_scheduler.CosineAnnealingLR` from the phase's
+        ``lr`` to ``lr * lr_min_factor`` over ``phase.schedule`` epochs, advanced to ``phase_epoch``."""
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"] = phase.lr
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "lr_scheduler.step() before optimizer.step()": by design
+            scheduler = CosineAnnealingLR(
+                optimizer, T_max=max(1, phase.schedule), eta_min=phase.lr * self.lr_min_factor
+            )
+        for _ in range(phase_epoch):
+            self._step_cosine(scheduler)
+        return scheduler
+
+    @staticmethod
+    def _step_cosine(scheduler: CosineAnnealingLR) -> None:
+        """One epoch of the decay; past ``T_max`` the rate stays at its floor (torch's schedule would rise again)."""
+        if scheduler.last_epoch < scheduler.T_max:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                scheduler.step()
+
     def lr_at(self, epoch: int) -> float:
         """Learning rate of ``epoch``: cosine decay from the phase's ``lr`` to ``lr * lr_min_factor``."""
         phase = self.phases[self.phase_index(epoch)]
-        total = max(1, phase.schedule)
-        t = min(epoch - phase.start, total) / total
-        return phase.lr * (self.lr_min_factor + (1 - self.lr_min_factor) * 0.5 * (1 + math.cos(math.pi * t)))
+        dummy = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=phase.lr)
+        return float(self._cosine(dummy, phase, epoch - phase.start).get_last_lr()[0])
 
     def end_phase(self, epoch: int) -> bool:
         """End the current phase after ``epoch`` (early stopping); later phases move up. False for the last phase."""
@@ -209,8 +288,12 @@ class TBRTrainingPlan(TrainingPlan):
         opt = opt.optimizer if hasattr(opt, "optimizer") else opt
         if self.current_epoch == phase.start:
             opt.state.clear()
-        for group in opt.param_groups:
-            group["lr"] = self.lr_at(self.current_epoch)
+        key = (self.phase_index(), phase.start, id(opt))
+        if self.current_epoch == phase.start or self._scheduler is None or self._scheduler_key != key:
+            self._scheduler = self._cosine(opt, phase, self.phase_epoch)  # a new phase, or a resumed fit
+            self._scheduler_key = key
+        else:
+            self._step_cosine(self._scheduler)
         epoch = self.phase_epoch
         if epoch >= self.warmup_epochs and (epoch - self.warmup_epochs) % self.reweight_every == 0 and epoch > 0:
             self.module.reweight()

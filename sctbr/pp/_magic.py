@@ -10,7 +10,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from sctbr import _logging as logg
+import sctbr._logging as logg
 from sctbr.pp._normalize import TARGET_SUM, log_normalize, looks_like_counts
 
 

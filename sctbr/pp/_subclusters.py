@@ -10,7 +10,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from sctbr import _logging as logg
+import sctbr._logging as logg
 from sctbr.pp._tree import _categories, _representation
 
 #: Separator between a cell type and the number of its sub-cluster: ``"CD4 T naive-0"``.

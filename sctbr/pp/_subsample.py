@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from sctbr import _logging as logg
+import sctbr._logging as logg
 from sctbr._utils import to_memory
 
 #: Key of ``adata.uns`` where :func:`subsample` records what it kept and dropped.

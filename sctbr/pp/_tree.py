@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from sctbr import _logging as logg
+import sctbr._logging as logg
 from sctbr._constants import TREE_KEY
 from sctbr._tree import EnvironmentTree
 from sctbr._utils import record_defaults
@@ -73,10 +73,12 @@ def _stored_linkage(adata: AnnData, key: str, categories: list[str], params: dic
     stored = adata.uns[key]
     if not isinstance(stored, Mapping) or "linkage" not in stored:
         return None
-    linkage = np.asarray(stored["linkage"], dtype=float)
+    from scipy.cluster.hierarchy import is_valid_linkage
+
+    linkage = np.ascontiguousarray(stored["linkage"], dtype=np.float64)
     n = len(categories)
-    if linkage.ndim != 2 or linkage.shape[0] != n - 1:
-        return None
+    if linkage.ndim != 2 or linkage.shape != (n - 1, 4) or not is_valid_linkage(linkage):
+        return None  # not a linkage of these categories (e.g. edited or truncated): recomputed
     ordered = [str(c) for c in np.asarray(stored.get("categories_ordered", []), dtype=object)]
     idx = np.asarray(stored.get("categories_idx_ordered", []), dtype=int)
     # The linkage indexes the categories in their order at the time: check that this order still holds.

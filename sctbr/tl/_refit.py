@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from anndata import AnnData
 
-from sctbr import _logging as logg
+import sctbr._logging as logg
 from sctbr.tl._core import fit, split_fit_kwargs
 
 #: ``sctbr.tl.tbr`` arguments that the refitting tools set themselves.

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from sctbr import _logging as logg
+import sctbr._logging as logg
 from sctbr._constants import N_LATENT_KEY, result_keys
 from sctbr._docs import doc_params
 from sctbr.tl._refit import check_in_memory, check_tbr_kwargs, fit_once, split_error

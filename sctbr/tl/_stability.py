@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from sctbr import _logging as logg
+import sctbr._logging as logg
 from sctbr._constants import OBSM_KEY_FIELD, STABILITY_KEY, result_keys
 from sctbr._docs import doc_params
 from sctbr.metrics import match_latents
