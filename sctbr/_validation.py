@@ -26,7 +26,26 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-__all__ = ["as_targets", "binary_target", "check_setup", "check_target", "label_levels"]
+__all__ = [
+    "ArgumentTypeError",
+    "as_targets",
+    "binary_target",
+    "check_bool",
+    "check_choice",
+    "check_fraction",
+    "check_grid",
+    "check_int",
+    "check_key_added",
+    "check_model_args",
+    "check_obs_key",
+    "check_real",
+    "check_setup",
+    "check_target",
+    "check_train_args",
+    "check_unique_names",
+    "check_widths",
+    "label_levels",
+]
 
 
 def as_targets(target) -> list[str]:
@@ -110,6 +129,7 @@ def check_setup(
     """
     if adata.n_obs == 0 or adata.n_vars == 0:
         raise ValueError(f"The AnnData is empty ({adata.n_obs} cells x {adata.n_vars} inputs).")
+    check_unique_names(adata)
     if target is None:
         raise ValueError("`target` is required: the name of a numeric column of adata.obs.")
     targets = as_targets(target)
@@ -135,3 +155,183 @@ def check_setup(
             raise KeyError(f"{len(missing)} `var_names` are not in adata.var_names: {missing[:10]}.")
         if len(var_names) == 0:
             raise ValueError("`var_names` is empty.")
+        if len(set(var_names)) < len(var_names):
+            dup = sorted({str(v) for v in var_names if var_names.count(v) > 1})
+            raise ValueError(f"`var_names` lists {dup[:5]} more than once; pass each input once.")
+
+
+# -- single arguments: type and range, checked before any work -----------------------------------------------------
+class ArgumentTypeError(TypeError, ValueError):
+    """An argument of the wrong type; also a ``ValueError``, as the bad values of the same argument are."""
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_int(name: str, value, *, low: int = 1, high: int | None = None, none_ok: bool = False, fix: str = "") -> None:
+    """``value`` is an integer in ``[low, high]`` (or ``None`` with ``none_ok``); the error names the argument."""
+    if value is None and none_ok:
+        return
+    want = f"an integer >= {low}" + (f" and <= {high}" if high is not None else "") + (" or None" if none_ok else "")
+    hint = f" {fix}" if fix else ""
+    if not _is_int(value):
+        raise ArgumentTypeError(f"`{name}` must be {want}, got {value!r} ({type(value).__name__}).{hint}")
+    if value < low or (high is not None and value > high):
+        raise ValueError(f"`{name}` must be {want}, got {value!r}.{hint}")
+
+
+def check_real(
+    name: str,
+    value,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    none_ok: bool = False,
+    fix: str = "",
+) -> None:
+    """``value`` is a finite number within the bounds (open or closed); the error names the argument and the fix."""
+    if value is None and none_ok:
+        return
+    parts = []
+    if low is not None:
+        parts.append(f"{'>' if low_open else '>='} {low:g}")
+    if high is not None:
+        parts.append(f"{'<' if high_open else '<='} {high:g}")
+    want = "a finite number" + (f" {' and '.join(parts)}" if parts else "") + (" or None" if none_ok else "")
+    hint = f" {fix}" if fix else ""
+    if not _is_real(value):
+        raise ArgumentTypeError(f"`{name}` must be {want}, got {value!r} ({type(value).__name__}).{hint}")
+    v = float(value)
+    bad = not np.isfinite(v)
+    bad = bad or (low is not None and (v <= low if low_open else v < low))
+    bad = bad or (high is not None and (v >= high if high_open else v > high))
+    if bad:
+        raise ValueError(f"`{name}` must be {want}, got {value!r}.{hint}")
+
+
+def check_fraction(name: str, value, *, zero_ok: bool = True, one_ok: bool = True, fix: str = "") -> None:
+    """``value`` is a fraction in [0, 1] (ends as allowed)."""
+    check_real(name, value, low=0.0, high=1.0, low_open=not zero_ok, high_open=not one_ok, fix=fix)
+
+
+def check_bool(name: str, value) -> None:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ArgumentTypeError(f"`{name}` must be True or False, got {value!r} ({type(value).__name__}).")
+
+
+def check_choice(name: str, value, choices: Sequence) -> None:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"`{name}` must be one of {list(choices)}, got {value!r}.")
+
+
+def check_widths(name: str, value) -> None:
+    """Hidden layer widths: a sequence of positive integers (empty: no hidden layer)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)):
+        raise ArgumentTypeError(f"`{name}` must be a sequence of positive integers, e.g. (256, 64); got {value!r}.")
+    bad = [w for w in value if not _is_int(w) or w < 1]
+    if bad:
+        raise ValueError(f"`{name}` must hold positive integers (layer widths), e.g. (256, 64); got {value!r}.")
+
+
+def check_grid(name: str, value, *, min_len: int = 2, none_ok: bool = True) -> None:
+    """A grid of finite non-negative numbers with at least ``min_len`` values."""
+    if value is None and none_ok:
+        return
+    if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)):
+        raise ArgumentTypeError(f"`{name}` must be a sequence of non-negative numbers, e.g. [1e-4, 1e-3, 1e-2]; got {value!r}.")
+    values = list(np.asarray(value).reshape(-1))
+    if len(values) < min_len or not all(_is_real(v) and np.isfinite(v) and v >= 0 for v in values):
+        raise ValueError(
+            f"`{name}` must hold at least {min_len} finite non-negative numbers, e.g. [1e-4, 1e-3, 1e-2]; got {value!r}."
+        )
+
+
+def check_obs_key(adata: AnnData, name: str, key, *, none_ok: bool = False) -> None:
+    """``key`` names a column of ``adata.obs``."""
+    if key is None and none_ok:
+        return
+    if not isinstance(key, str):
+        raise ArgumentTypeError(f"`{name}` must be the name (str) of a column of adata.obs, got {key!r}.")
+    if key not in adata.obs:
+        raise KeyError(f"`{name}` {key!r} is not a column of adata.obs (columns: {list(adata.obs.columns)[:10]}).")
+
+
+def check_key_added(name: str, value) -> None:
+    """An output key: ``None`` (the default) or a non-empty string."""
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ArgumentTypeError(f"`{name}` must be None (the default key) or a non-empty str, got {value!r}.")
+
+
+def check_unique_names(adata: AnnData) -> None:
+    """Duplicate ``var_names`` or ``obs_names`` make inputs or cells ambiguous: a clear error, as in scanpy."""
+    for axis, fix in (("var_names", "adata.var_names_make_unique()"), ("obs_names", "adata.obs_names_make_unique()")):
+        names = getattr(adata, axis)
+        if not names.is_unique:
+            dup = names[names.duplicated()].unique().tolist()
+            raise ValueError(
+                f"adata.{axis} has {len(dup)} duplicated name(s), e.g. {dup[:5]}; make them unique first with {fix}."
+            )
+
+
+def check_model_args(*, n_latent, hidden, lam, baseline, penalty, proximal, random_state, loss) -> None:
+    """The arguments of :class:`sctbr.model.TBR` (and the same ones of ``sctbr.tl``), before any work."""
+    check_int("n_latent", n_latent, fix="The number of latent programs, e.g. 5.")
+    check_widths("hidden", hidden)
+    if isinstance(lam, str):
+        if lam != "auto":
+            raise ValueError(f"`lam` must be a non-negative number or 'auto', got {lam!r}.")
+    else:
+        check_real("lam", lam, low=0.0, fix="The sparsity weight, e.g. 1e-3, or 'auto'.")
+    check_bool("baseline", baseline)
+    check_choice("penalty", penalty, ("l1", "log"))
+    check_bool("proximal", proximal)
+    check_int("random_state", random_state, low=0)
+    losses = [loss] if isinstance(loss, str) else loss
+    if not isinstance(losses, (Sequence, np.ndarray)) or not all(
+        isinstance(v, str) and v in ("auto", "mse", "logistic") for v in losses
+    ):
+        raise ValueError(f"`loss` must be 'auto', 'mse' or 'logistic' (or one per target), got {loss!r}.")
+
+
+def check_train_args(
+    *,
+    max_epochs,
+    lr,
+    batch_size,
+    train_size,
+    validation_size,
+    random_state,
+    fit_fraction=0.5,
+    sparsify_lr_factor=1.0,
+    lam_grid=None,
+    path_epochs=0.5,
+    refine=True,
+    early_stopping=False,
+) -> None:
+    """The numeric arguments of :meth:`sctbr.model.TBR.train` (and of ``sctbr.tl``), before any work."""
+    check_int("max_epochs", max_epochs, none_ok=True, fix="Pass the number of epochs (e.g. 300), or None.")
+    check_real("lr", lr, low=0.0, low_open=True, fix="The learning rate, e.g. 3e-3.")
+    check_int("batch_size", batch_size, fix="Cells per batch, e.g. 128.")
+    check_fraction("train_size", train_size, zero_ok=False, fix="The fraction of cells for training, e.g. 0.8.")
+    check_fraction(
+        "validation_size", validation_size, one_ok=False, fix="The fraction of cells for validation, e.g. 0.2."
+    )
+    if float(train_size) + float(validation_size) > 1 + 1e-9:
+        raise ValueError(
+            f"`train_size` + `validation_size` must be at most 1, got {train_size!r} + {validation_size!r}; the "
+            "rest of the cells is the test set."
+        )
+    check_int("random_state", random_state, low=0)
+    check_fraction("fit_fraction", fit_fraction, fix="The fraction of the epochs spent in phase 1, e.g. 0.7.")
+    check_real("sparsify_lr_factor", sparsify_lr_factor, low=0.0, low_open=True, fix="e.g. 0.3.")
+    check_grid("lam_grid", lam_grid)
+    check_real("path_epochs", path_epochs, low=0.0, high=1.0, low_open=True, fix="A fraction of max_epochs, e.g. 0.1.")
+    check_bool("refine", refine)
+    check_bool("early_stopping", early_stopping)

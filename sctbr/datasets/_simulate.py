@@ -12,6 +12,7 @@ import pandas as pd
 from sctbr._constants import SIMULATION_KEY, TREE_KEY, TRUE_LATENTS_KEY
 from sctbr._tree import EnvironmentTree
 from sctbr._utils import record_defaults
+from sctbr._validation import check_bool, check_int, check_real
 
 
 def random_tree(n_leaves: int, *, random_state: int = 0, prefix: str = "n") -> EnvironmentTree:
@@ -250,6 +251,11 @@ def simulate(
     check_k(k, n_latent)
     if psi not in ("mlp", "regulatory", "linear"):
         raise ValueError(f"`psi` must be 'mlp', 'regulatory' or 'linear', got {psi!r}.")
+    for name, value in {"noise_z": noise_z, "noise_y": noise_y, "delta_scale": delta_scale}.items():
+        check_real(name, value, low=0.0, fix="A standard deviation, e.g. 0.1.")
+    check_bool("leaves_only", leaves_only)
+    check_bool("all_latents_change", all_latents_change)
+    check_int("random_state", random_state, low=0)
 
     rng = np.random.default_rng(random_state)
     observed = list(tree.leaves) if leaves_only else [n for n in tree.nodes if n != tree.root]

@@ -17,7 +17,9 @@ from scvi.model.base import BaseModelClass
 from sctbr._constants import ENV_KEY, X_KEY, Y_KEY
 from sctbr._tree import EnvironmentTree
 from sctbr._validation import as_targets as _as_targets
+from sctbr._validation import check_model_args as _check_model_args
 from sctbr._validation import check_setup as _check_setup
+from sctbr._validation import check_train_args as _check_train_args
 from sctbr.model import _checkpoint as ckpt
 from sctbr.model._basis import refine_basis
 from sctbr.model._data import TBRDataModule, max_abs, prepare_arrays
@@ -106,6 +108,10 @@ class TBR(OutputsMixin, TransferMixin, BaseModelClass):
         random_state: int = 0,
         loss: str | Sequence[str] = "auto",
     ):
+        _check_model_args(
+            n_latent=n_latent, hidden=hidden, lam=lam, baseline=baseline, penalty=penalty, proximal=proximal,
+            random_state=random_state, loss=loss,
+        )  # fmt: skip
         super().__init__(adata)
         categories = list(self.adata_manager.get_state_registry(ENV_KEY).categorical_mapping)
         if baseline and tree is None:
@@ -337,6 +343,12 @@ class TBR(OutputsMixin, TransferMixin, BaseModelClass):
             When interrupted (Ctrl+C); with ``checkpoint_dir``, ``resume=True`` continues the fit.
         """
         fit_settings = {k: v for k, v in locals().items() if k not in ckpt.NOT_CHECKPOINTED}
+        _check_train_args(
+            max_epochs=max_epochs, lr=lr, batch_size=batch_size, train_size=train_size,
+            validation_size=validation_size, random_state=random_state, fit_fraction=fit_fraction,
+            sparsify_lr_factor=sparsify_lr_factor, lam_grid=lam_grid, path_epochs=path_epochs, refine=refine,
+            early_stopping=early_stopping,
+        )  # fmt: skip
         if not 0 <= fit_fraction <= 1:
             raise ValueError(f"`fit_fraction` must lie in [0, 1], got {fit_fraction}.")
         auto = self._lam_auto and not self.module.baseline

@@ -20,10 +20,20 @@ from sctbr._constants import TREE_KEY
 from sctbr._docs import doc_params
 from sctbr._tree import EnvironmentTree
 from sctbr._utils import recorded_default
-from sctbr._validation import as_targets, binary_target, check_setup, label_levels
+from sctbr._validation import (
+    as_targets,
+    binary_target,
+    check_int,
+    check_model_args,
+    check_setup,
+    check_train_args,
+    label_levels,
+)
 from sctbr.model import DEFAULT_BATCH_SIZE, DEFAULT_LAM, DEFAULT_LR, TBR, read_columns
 from sctbr.tl._write import write_result
 
+#: TBR.train arguments that tl passes through ``train_kwargs`` and checks up front.
+_TRAIN_CHECKED = ("fit_fraction", "sparsify_lr_factor", "lam_grid", "path_epochs", "refine", "early_stopping")
 _BASELINE_GROUP = "_all_cells"
 
 
@@ -270,6 +280,16 @@ def fit(
     >>> result.split_mse("validation")  # doctest: +SKIP
     """
     train_kwargs = dict(train_kwargs or {})
+    check_model_args(
+        n_latent=n_latent, hidden=hidden, lam=0.0 if baseline else lam, baseline=baseline,
+        penalty="l1" if baseline else penalty, proximal=True, random_state=random_state, loss=loss,
+    )  # fmt: skip
+    check_int("n_restarts", n_restarts, fix="The number of fits from different seeds, e.g. 1 or 3.")
+    check_train_args(
+        max_epochs=max_epochs, lr=lr, batch_size=batch_size, train_size=train_size,
+        validation_size=validation_size, random_state=random_state,
+        **{k: train_kwargs[k] for k in _TRAIN_CHECKED if k in train_kwargs},
+    )  # fmt: skip
     if baseline:
         tree, lam, penalty = None, 0.0, "l1"
     target, groupby, tree_obj = _resolve(
