@@ -245,7 +245,9 @@ def check_grid(name: str, value, *, min_len: int = 2, none_ok: bool = True) -> N
     if value is None and none_ok:
         return
     if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)):
-        raise ArgumentTypeError(f"`{name}` must be a sequence of non-negative numbers, e.g. [1e-4, 1e-3, 1e-2]; got {value!r}.")
+        raise ArgumentTypeError(
+            f"`{name}` must be a sequence of non-negative numbers, e.g. [1e-4, 1e-3, 1e-2]; got {value!r}."
+        )
     values = list(np.asarray(value).reshape(-1))
     if len(values) < min_len or not all(_is_real(v) and np.isfinite(v) and v >= 0 for v in values):
         raise ValueError(
