@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from sctbr._constants import TRUE_LATENTS_KEY
+from sctbr._docs import doc_params
 from sctbr.datasets import simulate
 from sctbr.experiments._common import check_methods, fit_method, quiet, seeds, tidy
 from sctbr.experiments._profiles import Profile, get_profile
@@ -74,6 +75,7 @@ def _ks(profile: Profile) -> list[int]:
     return [int(k) for k in ks]
 
 
+@doc_params("experiment_run")
 def sparsity_sweep(
     profile: str | Profile = "quick", *, random_state: int = 0, accelerator: str = "auto", **overrides
 ) -> pd.DataFrame:
@@ -86,14 +88,7 @@ def sparsity_sweep(
 
     Parameters
     ----------
-    profile
-        ``"quick"``, ``"local"``, ``"paper"`` or a :class:`~sctbr.experiments.Profile`.
-    random_state
-        Seed of the first repetition (repetition ``r`` uses ``random_state + r`` for the data and the fits).
-    accelerator
-        Lightning's accelerator (``"auto"``: a GPU when present).
-    **overrides
-        Fields of :class:`~sctbr.experiments.Profile` to change, e.g. ``ks=(0, 1), n_repeats=1``.
+    {experiment_run}
 
     Returns
     -------
@@ -113,6 +108,7 @@ def sparsity_sweep(
     return _sweep("sparsity_sweep", prof, _ks(prof), random_state=random_state, accelerator=accelerator)
 
 
+@doc_params("experiment_run")
 def leaves_only(
     profile: str | Profile = "quick", *, random_state: int = 0, accelerator: str = "auto", **overrides
 ) -> pd.DataFrame:
@@ -124,14 +120,7 @@ def leaves_only(
 
     Parameters
     ----------
-    profile
-        ``"quick"``, ``"local"``, ``"paper"`` or a :class:`~sctbr.experiments.Profile`.
-    random_state
-        Seed of the first repetition.
-    accelerator
-        Lightning's accelerator.
-    **overrides
-        Fields of :class:`~sctbr.experiments.Profile` to change.
+    {experiment_run}
 
     Returns
     -------
@@ -154,6 +143,7 @@ def leaves_only(
     )
 
 
+@doc_params("experiment_run")
 def linear_psi(
     profile: str | Profile = "quick", *, random_state: int = 0, accelerator: str = "auto", **overrides
 ) -> pd.DataFrame:
@@ -163,14 +153,7 @@ def linear_psi(
 
     Parameters
     ----------
-    profile
-        ``"quick"``, ``"local"``, ``"paper"`` or a :class:`~sctbr.experiments.Profile`.
-    random_state
-        Seed of the first repetition.
-    accelerator
-        Lightning's accelerator.
-    **overrides
-        Fields of :class:`~sctbr.experiments.Profile` to change.
+    {experiment_run}
 
     Returns
     -------
@@ -185,6 +168,7 @@ def linear_psi(
     return _sweep("linear_psi", prof, _ks(prof), random_state=random_state, accelerator=accelerator, psi="linear")
 
 
+@doc_params("experiment_run")
 def bernoulli_changes(
     profile: str | Profile = "quick", *, random_state: int = 0, accelerator: str = "auto", **overrides
 ) -> pd.DataFrame:
@@ -195,14 +179,7 @@ def bernoulli_changes(
 
     Parameters
     ----------
-    profile
-        ``"quick"``, ``"local"``, ``"paper"`` or a :class:`~sctbr.experiments.Profile`.
-    random_state
-        Seed of the first repetition.
-    accelerator
-        Lightning's accelerator.
-    **overrides
-        Fields of :class:`~sctbr.experiments.Profile` to change.
+    {experiment_run}
 
     Returns
     -------
@@ -221,6 +198,7 @@ def bernoulli_changes(
     return _sweep("bernoulli_changes", prof, rates, random_state=random_state, accelerator=accelerator)
 
 
+@doc_params("experiment_run")
 def latent_dimension(
     profile: str | Profile = "quick", *, random_state: int = 0, accelerator: str = "auto", **overrides
 ) -> pd.DataFrame:
@@ -234,14 +212,7 @@ def latent_dimension(
 
     Parameters
     ----------
-    profile
-        ``"quick"``, ``"local"``, ``"paper"`` or a :class:`~sctbr.experiments.Profile`.
-    random_state
-        Seed of the first repetition.
-    accelerator
-        Lightning's accelerator.
-    **overrides
-        Fields of :class:`~sctbr.experiments.Profile` to change.
+    {experiment_run}
 
     Returns
     -------
@@ -279,6 +250,7 @@ def latent_dimension(
 PAPER_ATE = {"tbr": (0.05, 0.07), "baseline": (1.51, 1.8)}
 
 
+@doc_params("experiment_run")
 def causal_effects(
     profile: str | Profile = "quick", *, random_state: int = 0, accelerator: str = "auto", **overrides
 ) -> pd.DataFrame:
@@ -291,14 +263,7 @@ def causal_effects(
 
     Parameters
     ----------
-    profile
-        ``"quick"``, ``"local"``, ``"paper"`` or a :class:`~sctbr.experiments.Profile`.
-    random_state
-        Seed of the first repetition.
-    accelerator
-        Lightning's accelerator.
-    **overrides
-        Fields of :class:`~sctbr.experiments.Profile` to change.
+    {experiment_run}
 
     Returns
     -------

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from sctbr import EnvironmentTree
-from sctbr.model._basis import _init_unobserved, refine_basis
+from sctbr.model import refine_basis
+from sctbr.model._basis import _init_unobserved
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
