@@ -260,6 +260,7 @@ ALLOWED_PRIVATE_IMPORTS = {
         "sctbr.experiments._common:fit_method",
         "sctbr.experiments._profiles:get_profile",
         "sctbr.experiments._real:_choose_held_out",
+        "sctbr.experiments._real:_prepare",  # the sub-cluster preparation (tree follows the cell types) is checked directly
         "sctbr.experiments._real:_one_sparse_heads",
         "sctbr.experiments._report:EXPERIMENTS",
         "sctbr.experiments._report:markdown",
