@@ -46,7 +46,7 @@ lint: install
 # declares (read from it, pinned through a constraints file), the CPU torch wheel first as in `install`; then
 # `import sctbr` and the fast tests (tree, simulator, lazy imports, a few tiny fits).
 LOWEST_VENV ?= .venv-lowest
-LOWEST_TESTS ?= tests/test_import.py tests/test_tree.py tests/test_simulate.py tests/test_quiet.py
+LOWEST_TESTS ?= tests/test_import.py tests/tree/test_tree.py tests/datasets/test_simulate.py tests/model/test_quiet.py
 
 lowest:
 	rm -rf $(LOWEST_VENV)

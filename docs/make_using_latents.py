@@ -3,7 +3,7 @@
     python docs/make_using_latents.py
 
 Small simulations (depth-3 tree, 100 cells per environment, linear Psi, phenotype noise 0.3) and short fits on CPU
-(about 25 fits, a few minutes on 2 cores): real outputs at a small scale, the settings of tests/test_tl_extra.py.
+(about 25 fits, a few minutes on 2 cores): real outputs at a small scale, the settings of tests/tl/helpers.py.
 """
 
 from __future__ import annotations

@@ -86,6 +86,16 @@ key_added
 key
     The fit to read: its ``uns`` key, i.e. the ``key_added`` it was given, or ``"tbr"`` / ``"baseline"`` for
     ``key_added=None`` ("Where results go" in the API reference, docs/api.md).""",
+    # -- sctbr.experiments ------------------------------------------------------------------------------------
+    "experiment_run": """\
+profile
+    ``"quick"``, ``"local"``, ``"paper"`` or a :class:`~sctbr.experiments.Profile`.
+random_state
+    Seed of the first repetition (repetition ``r`` uses ``random_state + r`` for the data and the fits).
+accelerator
+    Lightning's accelerator (``"auto"``: a GPU when present).
+**overrides
+    Fields of :class:`~sctbr.experiments.Profile` to change, e.g. ``ks=(0, 1), n_repeats=1``.""",
     # -- sctbr.pl ---------------------------------------------------------------------------------------------
     "pl_results": """\
 results
@@ -94,6 +104,16 @@ results
     level: number of changed latents per arc, or a rate), ``seed``, ``mcc``, ``test_mse`` and
     ``transfer_mse`` (NaN outside the transfer experiment), optionally ``n_latent``, ``fit_seconds`` and
     ``experiment``.""",
+    "pl_results_order": """\
+order
+    Levels of ``x`` to draw, in this order (default: all, sorted).
+hue_order
+    Methods to draw, in this order (default: TBR, baseline, then the others).""",
+    "pl_results_title": """\
+title
+    Axes title.
+random_state
+    Seed of the horizontal jitter of the points.""",
     "pl_ax": """\
 ax
     Axes to draw into (e.g. one cell of a grid of plots), or None for a new figure. The axes shrinks inside its

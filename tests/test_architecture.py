@@ -238,3 +238,128 @@ def test_relative_imports_are_resolved():
     assert [i.module for i in imports] == ["sctbr.metrics", "sctbr.tl._tbr"]
     imports = sctbr_imports("from ._build import coerce\n", "sctbr._tree", is_package=True)
     assert [i.module for i in imports] == ["sctbr._tree._build"]
+
+
+# ---------------------------------------------------------------------- private names in the tests
+
+TESTS = ROOT.parent / "tests"
+
+#: The private names each test file may import (``module:name``, or a module / attribute path): each one tests a
+#: private helper of the module its file mirrors, or builds what only a private helper builds (batches keyed by
+#: ``sctbr._constants``, the simulator's true heads). Everything else goes through the public API. A new private
+#: import fails ``test_tests_import_only_the_private_names_they_need``: use the public name, or add it here with the
+#: reason it is needed. An entry no longer used fails too, so the list stays exact.
+ALLOWED_PRIVATE_IMPORTS = {
+    "tests/datasets/test_datasets_real.py": {
+        "sctbr.datasets._gtex:GTEX_OBS_COLUMNS",
+        "sctbr.datasets._regulators:tf_targets",
+        "sctbr.datasets._simulate:tree_weights",
+    },
+    "tests/experiments/test_experiments.py": {
+        "sctbr.experiments._common:COLUMNS",
+        "sctbr.experiments._common:fit_method",
+        "sctbr.experiments._profiles:get_profile",
+        "sctbr.experiments._real:_choose_held_out",
+        "sctbr.experiments._real:_prepare",  # the sub-cluster preparation (tree follows the cell types) is checked directly
+        "sctbr.experiments._real:_one_sparse_heads",
+        "sctbr.experiments._report:EXPERIMENTS",
+        "sctbr.experiments._report:markdown",
+        "sctbr.experiments._report:verdict",
+    },
+    "tests/model/test_basis.py": {"sctbr.model._basis:_init_unobserved", "sctbr.model._basis_lp:polish"},
+    "tests/model/test_data.py": {
+        "sctbr._constants:ENV_KEY",
+        "sctbr._constants:X_KEY",
+        "sctbr._constants:Y_KEY",
+        "sctbr.model._data:BackedRows",
+        "sctbr.model._data:_Batches",
+        "sctbr.model._data:prepare_arrays",
+        "sctbr.model._data:stratified_split",
+    },
+    "tests/model/test_heads.py": {
+        "sctbr.model._heads:encode",
+        "sctbr.model._heads:node_heads",
+        "sctbr.model._model",  # to intercept refine_basis and see the heads it is given
+        "sctbr.model._module:_padded_paths",
+    },
+    "tests/model/test_lam_path.py": {"sctbr.model._lam_path:DEFAULT_LAM_GRID"},
+    "tests/model/test_module.py": {"sctbr.model._module:GATHER_MIN_ENVIRONMENTS"},
+    "tests/model/test_phases.py": {"sctbr.model._phases:label", "sctbr.model._phases:plan_phases"},
+    "tests/model/test_quiet.py": {"sctbr.model._quiet:LIGHTNING_LOGGERS", "sctbr.model._quiet:quiet_training"},
+    "tests/model/test_reliability.py": {"sctbr.model._checkpoint:current_version"},
+    "tests/model/test_sparse_arc.py": {"sctbr.model._sparse_arc:lasso", "sctbr.model._sparse_arc:logistic_lasso"},
+    "tests/model/test_trainingplan.py": {"sctbr.model._trainingplan:Phase"},  # phases built by hand for the schedule
+    "tests/model/test_targets.py": {
+        "sctbr._constants:ENV_KEY",
+        "sctbr._constants:X_KEY",
+        "sctbr._constants:Y_KEY",
+        "sctbr.datasets._simulate:tree_weights",  # true heads of several targets on one tree
+    },
+    "tests/pl/test_pl.py": {"sctbr.pl._common:METHOD_COLORS", "sctbr.pl._tree.tree_layout"},
+    "tests/pp/test_pp.py": {"sctbr.pp._normalize:log_normalize"},
+    "tests/test_docs.py": {"sctbr._docs:SNIPPETS", "sctbr._docs:fill"},
+    "tests/tl/helpers.py": {"sctbr.tl._refit:Fit"},  # a stand-in for one fit of select_n_latent
+    "tests/tl/test_progress.py": {"sctbr.tl._refit:Fit"},  # a stand-in for one fit (random latents)
+    "tests/tl/test_select.py": {"sctbr.tl._select:plateau"},
+    "tests/tree/test_tree.py": {"sctbr._tree:UnknownNodeError"},
+}
+
+
+def _private(part: str) -> bool:
+    return part.startswith("_") and not (part.startswith("__") and part.endswith("__"))
+
+
+def private_names(source: str) -> set[str]:
+    """The private ``sctbr`` names a test file imports: ``module:name`` for ``from module import name``, the module for
+    ``import module``, and the dotted path of an attribute such as ``sctbr.pl._tree.tree_layout``."""
+    found, inner = set(), set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "sctbr":
+            in_private_module = any(_private(p) for p in node.module.split("."))
+            found |= {f"{node.module}:{a.name}" for a in node.names if in_private_module or _private(a.name)}
+        elif isinstance(node, ast.Import):
+            found |= {
+                a.name for a in node.names if a.name.split(".")[0] == "sctbr" and any(map(_private, a.name.split(".")))
+            }
+        elif isinstance(node, ast.Attribute):
+            chain, value = [node.attr], node.value
+            while isinstance(value, ast.Attribute):
+                inner.add(id(value))
+                chain.append(value.attr)
+                value = value.value
+            if id(node) not in inner and isinstance(value, ast.Name) and value.id == "sctbr":
+                if any(map(_private, chain)):
+                    found.add(".".join(["sctbr", *reversed(chain)]))
+    return found
+
+
+TEST_SOURCES = sorted(TESTS.rglob("*.py"))
+
+
+def test_tests_import_only_the_private_names_they_need():
+    got = {}
+    for path in TEST_SOURCES:
+        names = private_names(path.read_text(encoding="utf-8"))
+        if names:
+            got[path.relative_to(TESTS.parent).as_posix()] = names
+    new = {f: sorted(n - ALLOWED_PRIVATE_IMPORTS.get(f, set())) for f, n in got.items()}
+    assert not {f: n for f, n in new.items() if n}, (
+        "tests import private sctbr names: use the public API, or add them to ALLOWED_PRIVATE_IMPORTS with the reason"
+    )
+    stale = {f: sorted(n - got.get(f, set())) for f, n in ALLOWED_PRIVATE_IMPORTS.items()}
+    assert not {f: n for f, n in stale.items() if n}, "ALLOWED_PRIVATE_IMPORTS lists names no test imports any more"
+
+
+def test_private_names_are_found_in_every_form():
+    source = (
+        "from sctbr.model._data import stratified_split\nfrom sctbr._tree import UnknownNodeError\n"
+        "from sctbr.model import TBR, _hidden\nimport sctbr.model._model as m\nfrom sctbr import EnvironmentTree\n"
+        "def f():\n    return sctbr.pl._tree.tree_layout(sctbr.tl.tbr)\n"
+    )
+    assert private_names(source) == {
+        "sctbr.model._data:stratified_split",
+        "sctbr._tree:UnknownNodeError",
+        "sctbr.model:_hidden",
+        "sctbr.model._model",
+        "sctbr.pl._tree.tree_layout",
+    }

@@ -1,4 +1,4 @@
-"""Property-based tests (hypothesis) that complement ``tests/test_tree.py`` and ``tests/test_metrics.py``.
+"""Property-based tests (hypothesis) that complement ``tests/tree/test_tree.py`` and ``tests/metrics/test_metrics.py``.
 
 Already there: dict / Newick / networkx round trips, path-matrix rows, distances (trees); MCC in [0, 1], invariant
 to permutation and scaling, symmetric (metrics). Added here: linkage trees, coerce from every form, h5ad round

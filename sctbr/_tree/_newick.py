@@ -9,8 +9,8 @@ caterpillar tree parses in 0.2 s, and environment trees of 10^4 nodes are in sco
 ``benchmarks/tree_scaling.py``), and it accepts several trees or empty labels without an error; ``treeswift``
 drops the escaped quote of ``'it''s'``; ``dendropy`` turns unquoted underscores into spaces by default and, like
 Biopython's ``Bio.Phylo`` (C extensions, a large package) or ``ete``, is heavy for reading one string into a
-child -> parent mapping. The parser is about 100 lines, tested in ``tests/test_tree.py`` and
-``tests/test_newick.py``.
+child -> parent mapping. The parser is about 100 lines, tested in ``tests/tree/test_tree.py`` and
+``tests/tree/test_newick.py``.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from sctbr._constants import TRUE_LATENTS_KEY
+from sctbr._docs import doc_params
 from sctbr.datasets import simulate
 from sctbr.experiments._common import check_methods, counts_fits, fit_method, quiet, seeds, tidy
 from sctbr.experiments._profiles import Profile, get_profile
@@ -75,6 +76,7 @@ def _ks(profile: Profile) -> list[int]:
 
 
 @counts_fits
+@doc_params("experiment_run")
 def sparsity_sweep(
     profile: str | Profile = "quick", *, random_state: int = 0, accelerator: str = "auto", **overrides
 ) -> pd.DataFrame:
@@ -87,14 +89,7 @@ def sparsity_sweep(
 
     Parameters
     ----------
-    profile
-        ``"quick"``, ``"local"``, ``"paper"`` or a :class:`~sctbr.experiments.Profile`.
-    random_state
-        Seed of the first repetition (repetition ``r`` uses ``random_state + r`` for the data and the fits).
-    accelerator
-        Lightning's accelerator (``"auto"``: a GPU when present).
-    **overrides
-        Fields of :class:`~sctbr.experiments.Profile` to change, e.g. ``ks=(0, 1), n_repeats=1``.
+    {experiment_run}
 
     Returns
     -------
@@ -115,6 +110,7 @@ def sparsity_sweep(
 
 
 @counts_fits
+@doc_params("experiment_run")
 def leaves_only(
     profile: str | Profile = "quick", *, random_state: int = 0, accelerator: str = "auto", **overrides
 ) -> pd.DataFrame:
@@ -126,14 +122,7 @@ def leaves_only(
 
     Parameters
     ----------
-    profile
-        ``"quick"``, ``"local"``, ``"paper"`` or a :class:`~sctbr.experiments.Profile`.
-    random_state
-        Seed of the first repetition.
-    accelerator
-        Lightning's accelerator.
-    **overrides
-        Fields of :class:`~sctbr.experiments.Profile` to change.
+    {experiment_run}
 
     Returns
     -------
@@ -157,6 +146,7 @@ def leaves_only(
 
 
 @counts_fits
+@doc_params("experiment_run")
 def linear_psi(
     profile: str | Profile = "quick", *, random_state: int = 0, accelerator: str = "auto", **overrides
 ) -> pd.DataFrame:
@@ -166,14 +156,7 @@ def linear_psi(
 
     Parameters
     ----------
-    profile
-        ``"quick"``, ``"local"``, ``"paper"`` or a :class:`~sctbr.experiments.Profile`.
-    random_state
-        Seed of the first repetition.
-    accelerator
-        Lightning's accelerator.
-    **overrides
-        Fields of :class:`~sctbr.experiments.Profile` to change.
+    {experiment_run}
 
     Returns
     -------
@@ -189,6 +172,7 @@ def linear_psi(
 
 
 @counts_fits
+@doc_params("experiment_run")
 def bernoulli_changes(
     profile: str | Profile = "quick", *, random_state: int = 0, accelerator: str = "auto", **overrides
 ) -> pd.DataFrame:
@@ -199,14 +183,7 @@ def bernoulli_changes(
 
     Parameters
     ----------
-    profile
-        ``"quick"``, ``"local"``, ``"paper"`` or a :class:`~sctbr.experiments.Profile`.
-    random_state
-        Seed of the first repetition.
-    accelerator
-        Lightning's accelerator.
-    **overrides
-        Fields of :class:`~sctbr.experiments.Profile` to change.
+    {experiment_run}
 
     Returns
     -------
@@ -226,6 +203,7 @@ def bernoulli_changes(
 
 
 @counts_fits
+@doc_params("experiment_run")
 def latent_dimension(
     profile: str | Profile = "quick", *, random_state: int = 0, accelerator: str = "auto", **overrides
 ) -> pd.DataFrame:
@@ -239,14 +217,7 @@ def latent_dimension(
 
     Parameters
     ----------
-    profile
-        ``"quick"``, ``"local"``, ``"paper"`` or a :class:`~sctbr.experiments.Profile`.
-    random_state
-        Seed of the first repetition.
-    accelerator
-        Lightning's accelerator.
-    **overrides
-        Fields of :class:`~sctbr.experiments.Profile` to change.
+    {experiment_run}
 
     Returns
     -------
@@ -285,6 +256,7 @@ PAPER_ATE = {"tbr": (0.05, 0.07), "baseline": (1.51, 1.8)}
 
 
 @counts_fits
+@doc_params("experiment_run")
 def causal_effects(
     profile: str | Profile = "quick", *, random_state: int = 0, accelerator: str = "auto", **overrides
 ) -> pd.DataFrame:
@@ -297,14 +269,7 @@ def causal_effects(
 
     Parameters
     ----------
-    profile
-        ``"quick"``, ``"local"``, ``"paper"`` or a :class:`~sctbr.experiments.Profile`.
-    random_state
-        Seed of the first repetition.
-    accelerator
-        Lightning's accelerator.
-    **overrides
-        Fields of :class:`~sctbr.experiments.Profile` to change.
+    {experiment_run}
 
     Returns
     -------

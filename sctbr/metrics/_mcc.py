@@ -24,15 +24,15 @@ _METHODS: tuple[str, ...] = ("pearson", "spearman")
 _CONSTANT_RTOL = 1e-12
 
 
-def _as_2d(x: ArrayLike, name: str) -> np.ndarray:
-    """Convert ``x`` to a finite 2-D float array; a 1-D array of shape ``(n,)`` becomes ``(n, 1)``."""
+def _as_2d(x: ArrayLike, name: str, rows: str = "cells") -> np.ndarray:
+    """Convert ``x`` to a finite 2-D float array (``rows`` x latents); a 1-D array ``(n,)`` becomes ``(n, 1)``."""
     if hasattr(x, "to_numpy"):
         x = x.to_numpy()
     arr = np.asarray(x, dtype=float)
     if arr.ndim == 1:
         arr = arr.reshape(-1, 1)
     if arr.ndim != 2:
-        raise ValueError(f"`{name}` must be 1-D or 2-D (cells x latents), got an array of shape {arr.shape}.")
+        raise ValueError(f"`{name}` must be 1-D or 2-D ({rows} x latents), got an array of shape {arr.shape}.")
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"`{name}` contains NaN or infinite values.")
     return arr

@@ -8,20 +8,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._mcc import CorrelationMethod, match_latents
-
-
-def _as_delta(x: Any, name: str) -> np.ndarray:
-    if hasattr(x, "to_numpy"):
-        x = x.to_numpy()
-    arr = np.asarray(x, dtype=float)
-    if arr.ndim == 1:
-        arr = arr.reshape(-1, 1)
-    if arr.ndim != 2:
-        raise ValueError(f"`{name}` must be a 2-D (arcs x latents) array, got shape {arr.shape}.")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"`{name}` contains NaN or infinite values.")
-    return arr
+from ._mcc import CorrelationMethod, _as_2d, match_latents
 
 
 def _nonzero(delta: np.ndarray, atol: float, rtol: float) -> np.ndarray:
@@ -114,8 +101,8 @@ def support_recovery(
     >>> support_recovery(delta, delta_hat, matching={"true_index": [0, 1], "est_index": [1, 0]}, rtol=0.5)["f1"]
     1.0
     """
-    dt = _as_delta(delta_true, "delta_true")
-    de = _as_delta(delta_est, "delta_est")
+    dt = _as_2d(delta_true, "delta_true", rows="arcs")
+    de = _as_2d(delta_est, "delta_est", rows="arcs")
     if dt.shape[0] != de.shape[0]:
         raise ValueError(
             f"`delta_true` and `delta_est` must have the same number of arcs (rows), got shapes {dt.shape} and "

@@ -34,7 +34,7 @@ def refine_basis(
     n_steps: int = 500,
     lr: float = 0.05,
     random_state: int = 0,
-    lp_start: bool = True,
+    lp_start: bool = False,
     n_polish: int = 8,
 ) -> tuple[np.ndarray, np.ndarray, float, float]:
     """Find the latent basis and unobserved node weights with the sparsest arc changes.
@@ -60,8 +60,14 @@ def refine_basis(
         Seed of the random starts.
     lp_start
         Replace half of the random starts by sets of the sparsest head directions, found exactly by linear programs
-        (:func:`~sctbr.model._basis_lp.lp_starts`). With the true latents linearly mixed, this raised the MCC of the
-        refined basis from 0.78-0.97 to 0.80-1.00 (mean by tree shape; see docs/training.md).
+        (:func:`~sctbr.model._basis_lp.lp_starts`), and round the ``n_polish`` best results exactly onto a vertex of
+        the l1 objective (:func:`~sctbr.model._basis_lp.polish`). This solves the l1 problem much better: with the
+        true heads (a perfect encoder, no noise) it finds the truth where plain starts stop short (see
+        ``benchmarks/l1_oracle.py``). With heads fitted on a few hundred cells per environment, though, the exact
+        l1 optimum sat further from the truth than the plain refinement's answer, so fits use ``False``
+        (:doc:`/training`, "Small data").
+    n_polish
+        With ``lp_start``: how many of the best results are polished.
 
     Returns
     -------

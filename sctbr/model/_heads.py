@@ -4,7 +4,7 @@
   read by :meth:`~sctbr.model.TBR.get_environment_weights`, the basis refinement and transfer
   (:class:`~sctbr.model._transfer.TransferMixin`). The training forward pass
   (:meth:`~sctbr.model.TBRModule.generative`) computes the same heads for the environments in torch;
-  ``tests/test_model.py`` checks that they agree.
+  ``tests/model/test_heads.py`` checks that they agree.
 * :func:`map_batches` / :func:`encode`: the module applied to the cells of the arrays of
   :func:`~sctbr.model._data.prepare_arrays` batch by batch. The arrays come from the scvi-tools registry
   (:meth:`~sctbr.model.TBR.get_latent_representation`, :meth:`~sctbr.model.TBR.predict`, the refinement, the

@@ -129,7 +129,7 @@ def _grouped_box_points(
     return finish(fig, ax, writekey=writekey, show=show, save=save, return_fig=return_fig)
 
 
-@doc_params("pl_results", "pl_ax", "pl_show", "pl_returns")
+@doc_params("pl_results", "pl_results_order", "pl_results_title", "pl_ax", "pl_show", "pl_returns")
 def mcc(
     results: pd.DataFrame,
     *,
@@ -159,14 +159,8 @@ def mcc(
         Column with the values.
     hue
         Column that tells the methods apart (colours: TBR blue, baseline orange, others from a fixed cycle).
-    order
-        Levels of ``x`` to draw, in this order (default: all, sorted).
-    hue_order
-        Methods to draw, in this order (default: TBR, baseline, then the others).
-    title
-        Axes title.
-    random_state
-        Seed of the horizontal jitter of the points.
+    {pl_results_order}
+    {pl_results_title}
     {pl_ax}
     {pl_show}
 
@@ -202,7 +196,7 @@ def mcc(
     )
 
 
-@doc_params("pl_results", "pl_ax", "pl_show", "pl_returns")
+@doc_params("pl_results", "pl_results_order", "pl_results_title", "pl_ax", "pl_show", "pl_returns")
 def prediction_error(
     results: pd.DataFrame,
     *,
@@ -232,16 +226,10 @@ def prediction_error(
         Column with the errors.
     hue
         Column that tells the methods apart.
-    order
-        Levels of ``x`` to draw, in this order (default: all, sorted).
-    hue_order
-        Methods to draw, in this order (default: TBR, baseline, then the others).
+    {pl_results_order}
     log
         Logarithmic y-axis (errors that differ by orders of magnitude).
-    title
-        Axes title.
-    random_state
-        Seed of the horizontal jitter of the points.
+    {pl_results_title}
     {pl_ax}
     {pl_show}
 
@@ -276,7 +264,7 @@ def prediction_error(
     )
 
 
-@doc_params("pl_results", "pl_ax", "pl_show", "pl_returns")
+@doc_params("pl_results", "pl_results_order", "pl_results_title", "pl_ax", "pl_show", "pl_returns")
 def transfer(
     results: pd.DataFrame,
     *,
@@ -308,16 +296,10 @@ def transfer(
         Column with the errors on the unseen environments.
     hue
         Column that tells the methods apart.
-    order
-        Levels of ``x`` to draw, in this order (default: all, sorted).
-    hue_order
-        Methods to draw, in this order (default: TBR, baseline, then the others).
+    {pl_results_order}
     log
         Logarithmic y-axis.
-    title
-        Axes title.
-    random_state
-        Seed of the horizontal jitter of the points.
+    {pl_results_title}
     {pl_ax}
     {pl_show}
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from sctbr import EnvironmentTree
-from sctbr.model._basis import _init_unobserved, refine_basis
+from sctbr.model import refine_basis
+from sctbr.model._basis import _init_unobserved
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
@@ -160,9 +161,9 @@ def test_polish_lands_exactly_on_the_sparse_basis(seed):
     heads, corr = mixed(w_true, a)
     observed = PARENT >= 0
     truth = polish(np.eye(3), w_true, PARENT, observed, np.eye(3))[3]  # exact, the root's head at its optimum
-    m, v, best, _ = refine_basis(heads, PARENT, observed, corr, random_state=seed)
+    m, v, best, _ = refine_basis(heads, PARENT, observed, corr, random_state=seed, lp_start=True)
     assert best == pytest.approx(truth, rel=1e-9)
     assert best == pytest.approx(l1_penalty(v), rel=1e-9)  # the reported penalty is that of the returned heads
     assert_scaled_permutation(a @ m, dominance=0.999)
-    rough = refine_basis(heads, PARENT, observed, corr, random_state=seed, n_polish=0)[2]
+    rough = refine_basis(heads, PARENT, observed, corr, random_state=seed, lp_start=True, n_polish=0)[2]
     assert rough > truth * (1 + 1e-6)

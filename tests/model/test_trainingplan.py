@@ -7,8 +7,8 @@ import math
 import pytest
 from lightning.pytorch.callbacks import Callback
 
-from sctbr.model import TBR
-from sctbr.model._trainingplan import Phase, TBRTrainingPlan
+from sctbr.model import TBR, TBRTrainingPlan
+from sctbr.model._trainingplan import Phase
 
 
 def _formula(plan: TBRTrainingPlan, epoch: int) -> float:

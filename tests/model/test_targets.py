@@ -10,10 +10,10 @@ import torch
 
 import sctbr
 from sctbr import EnvironmentTree
+from sctbr._constants import ENV_KEY, X_KEY, Y_KEY
 from sctbr.datasets._simulate import tree_weights
 from sctbr.metrics import mcc
-from sctbr.model import TBR, refine_basis
-from sctbr.model._module import ENV_KEY, X_KEY, Y_KEY, TBRModule
+from sctbr.model import TBR, TBRModule, refine_basis
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.cluster.hierarchy import linkage
 
-from sctbr._tree import EnvironmentTree, UnknownNodeError
+from sctbr import EnvironmentTree
+from sctbr._tree import UnknownNodeError
 
 # root
 # ├── T

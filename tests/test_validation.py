@@ -2,9 +2,9 @@
 
 Already covered (not repeated here): NaN inputs and NaN/constant/non-numeric/missing target, missing groupby,
 environments missing from the tree, an unused category absent from the tree, bad ``n_latent`` (< 1 or not an
-integer), too few cells in an environment (``tests/test_tl.py``, ``tests/test_model.py``); missing layer or
-``var_names``, empty AnnData, infinite target (``test_setup_anndata_errors`` in ``tests/test_model.py``); trees
-with cycles, several roots or duplicate names at the tree level (``tests/test_tree.py``).
+integer), too few cells in an environment (``tests/tl/test_tbr.py``, ``tests/model/test_model.py``); missing layer or
+``var_names``, empty AnnData, infinite target (``test_setup_anndata_errors`` in ``tests/model/test_model.py``); trees
+with cycles, several roots or duplicate names at the tree level (``tests/tree/test_tree.py``).
 """
 
 from __future__ import annotations
