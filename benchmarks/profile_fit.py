@@ -11,7 +11,9 @@ Simulates issue 17's data (a 20-leaf Yule tree, cells at the leaves, 600 per lea
    (latents, predictions, writing into the AnnData). "Lightning overhead" is what remains of the fit's wall time;
 3. again the unit, so the ratio is bracketed by two measurements on a shared machine.
 
-The **units** figure = default-call wall time / mean unit time. The fit's MCC against the true latents is printed.
+The **units** figure = default-call wall time / mean unit time (and the same with CPU time of the process, steadier
+on a shared machine: with one thread it counts the work done, not the waiting). The fit's MCC against the true
+latents (all cells) is printed.
 
     OMP_NUM_THREADS=1 python benchmarks/profile_fit.py            # profiled default call (timers cost ~1%)
     OMP_NUM_THREADS=1 python benchmarks/profile_fit.py --plain    # no timers: the units figure alone
@@ -51,8 +53,8 @@ def simulate(n_obs_per_env: int = 600, random_state: int = 0):
     )
 
 
-def bare_unit(adata, steps: int = 2000, batch_size: int = 128, lr: float = 3e-3, seed: int = 0) -> float:
-    """Seconds for ``steps`` steps of a bare loop on the module sctbr would build for ``adata``."""
+def bare_unit(adata, steps: int = 2000, batch_size: int = 128, lr: float = 3e-3, seed: int = 0) -> tuple[float, float]:
+    """Wall and CPU seconds for ``steps`` steps of a bare loop on the module sctbr would build for ``adata``."""
     from sctbr.model import TBR
 
     work = adata.copy()
@@ -66,7 +68,7 @@ def bare_unit(adata, steps: int = 2000, batch_size: int = 128, lr: float = 3e-3,
     opt = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=lr, eps=1e-8)
     g = torch.Generator().manual_seed(seed)
     n = x.shape[0]
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     done = 0
     while done < steps:
         perm = torch.randperm(n, generator=g)
@@ -83,7 +85,7 @@ def bare_unit(adata, steps: int = 2000, batch_size: int = 128, lr: float = 3e-3,
             done += 1
             if done == steps:
                 break
-    return time.perf_counter() - t
+    return time.perf_counter() - t, time.process_time() - c
 
 
 # ------------------------------------------------------------------------------------------------- instrumentation
@@ -177,14 +179,14 @@ def instrumented():
                 setattr(owner, attr, original)
 
 
-def default_call(adata, **kwargs) -> tuple[float, float]:
-    """Seconds of the default ``tl.tbr`` call on a copy of ``adata``, and the MCC of its latents (all cells)."""
+def default_call(adata, **kwargs) -> tuple[float, float, float]:
+    """Wall and CPU seconds of the default ``tl.tbr`` call on a copy of ``adata``, and its MCC (all cells)."""
     work = adata.copy()
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     sctbr.tl.tbr(work, n_latent=4, **kwargs)
-    secs = time.perf_counter() - t
+    secs, cpu = time.perf_counter() - t, time.process_time() - c
     mcc = sctbr.metrics.mcc(work.obsm["Z_true"], work.obsm["X_tbr"])
-    return secs, float(mcc)
+    return secs, cpu, float(mcc)
 
 
 def main() -> None:
@@ -193,6 +195,11 @@ def main() -> None:
     p.add_argument("--cells-per-env", type=int, default=600)
     p.add_argument("--plain", action="store_true", help="no timers: the units figure only")
     p.add_argument("--repeats", type=int, default=1, help="default calls (each bracketed by bare units)")
+    p.add_argument(
+        "--compare-unfused",
+        action="store_true",
+        help="also time the call with torch's default (unfused) Adam, plan_kwargs={'fused': False}, alternately",
+    )
     args = p.parse_args()
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -206,26 +213,36 @@ def main() -> None:
         flush=True,
     )
     bare_unit(adata, steps=200)  # warm-up
-    units, walls = [], []
+    variants = {"default": {}}
+    if args.compare_unfused:
+        variants = {"unfused Adam": {"plan_kwargs": {"fused": False}}, "default": {}}
+    units: dict[str, list[float]] = {name: [] for name in variants}
+    cpu_units: dict[str, list[float]] = {name: [] for name in variants}
     for r in range(args.repeats):
-        u0 = bare_unit(adata)
-        ctx = contextlib.nullcontext() if args.plain else instrumented()
-        TIMES.clear()
-        CALLS.clear()
-        with ctx:
-            secs, mcc = default_call(adata)
-        u1 = bare_unit(adata)
-        unit = (u0 + u1) / 2
-        units.append(secs / unit)
-        walls.append(secs)
+        for name, kwargs in variants.items():
+            u0, c0 = bare_unit(adata)
+            ctx = contextlib.nullcontext() if args.plain else instrumented()
+            TIMES.clear()
+            CALLS.clear()
+            with ctx:
+                secs, cpu, mcc = default_call(adata, **kwargs)
+            u1, c1 = bare_unit(adata)
+            unit, cpu_unit = (u0 + u1) / 2, (c0 + c1) / 2
+            units[name].append(secs / unit)
+            cpu_units[name].append(cpu / cpu_unit)
+            print(
+                f"repeat {r} {name}: unit (2000 bare steps) wall {u0:.2f} / {u1:.2f} s, CPU {c0:.2f} / {c1:.2f} s; "
+                f"call wall {secs:.1f} s, CPU {cpu:.1f} s; MCC {mcc:.3f}; units wall {secs / unit:.2f}, "
+                f"CPU {cpu / cpu_unit:.2f}; load average {os.getloadavg()[0]:.2f}",
+                flush=True,
+            )
+            if not args.plain:
+                report(secs)
+    for name in variants:
         print(
-            f"repeat {r}: unit (2000 bare steps) {u0:.2f} s / {u1:.2f} s; default call {secs:.1f} s; MCC {mcc:.3f}; "
-            f"units {secs / unit:.1f}; load average {os.getloadavg()[0]:.2f}",
-            flush=True,
+            f"units, {name}: wall median {np.median(units[name]):.2f} ({', '.join(f'{u:.2f}' for u in units[name])}); "
+            f"CPU median {np.median(cpu_units[name]):.2f} ({', '.join(f'{u:.2f}' for u in cpu_units[name])})"
         )
-        if not args.plain:
-            report(secs)
-    print(f"units: median {np.median(units):.2f} ({', '.join(f'{u:.2f}' for u in units)})")
 
 
 def report(total: float) -> None:
