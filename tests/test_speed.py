@@ -153,3 +153,10 @@ def test_same_seed_same_fit_with_fused_adam(make_adata):
         sctbr.tl.tbr(adata, n_latent=2, hidden=(8,), random_state=3, **FIT)
         out.append(np.asarray(adata.obsm["X_tbr"]))
     np.testing.assert_array_equal(out[0], out[1])
+
+
+def test_busy_cores_reads_the_load(monkeypatch):
+    assert _threads.busy_cores() >= 0.0
+    monkeypatch.setattr(_threads.os, "getloadavg", lambda: (3.5, 3.0, 3.0))
+    assert _threads.busy_cores() >= 2.5  # the load average less this process
+    assert 1 <= _threads.available_cores() <= (_threads.os.cpu_count() or 1)

@@ -27,12 +27,24 @@ def available_cores() -> int:
 
 
 def busy_cores() -> float:
-    """Cores kept busy by other processes: the 1-minute load average less this process's own (about 1)."""
+    """Cores kept busy by other processes, the larger of two estimates.
+
+    The 1-minute load average less this process's own share (about 1 while it computes; it may have been idle, e.g.
+    a notebook between cells, hence the second estimate), and the tasks runnable right now (``/proc/loadavg``'s
+    fourth field, which counts the reading process) less this one.
+    """
+    estimates = [0.0]
     try:
-        load = os.getloadavg()[0]
+        estimates.append(os.getloadavg()[0] - 1.0)
     except (AttributeError, OSError):
-        return 0.0
-    return max(0.0, load - 1.0)
+        pass
+    try:
+        with open("/proc/loadavg") as f:
+            running = int(f.read().split()[3].split("/")[0])
+        estimates.append(float(running - 1))
+    except (OSError, ValueError, IndexError):
+        pass
+    return max(estimates)
 
 
 def fit_threads(num_threads: int | None = None) -> int:
