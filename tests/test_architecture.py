@@ -289,6 +289,14 @@ ALLOWED_PRIVATE_IMPORTS = {
     "tests/model/test_reliability.py": {"sctbr.model._checkpoint:current_version"},
     "tests/model/test_sparse_arc.py": {"sctbr.model._sparse_arc:lasso", "sctbr.model._sparse_arc:logistic_lasso"},
     "tests/model/test_trainingplan.py": {"sctbr.model._trainingplan:Phase"},  # phases built by hand for the schedule
+    "tests/model/test_threads.py": {  # the thread rule and the optimiser choice are internals of the fit
+        "sctbr.model._threads:ENV_VAR",
+        "sctbr.model._threads:fit_threads",
+        "sctbr.model._threads:torch_threads",
+        "sctbr.model._trainingplan:adam",
+        "sctbr.model._trainingplan:fused_adam_available",
+        "sctbr.model:_threads",
+    },
     "tests/model/test_targets.py": {
         "sctbr._constants:ENV_KEY",
         "sctbr._constants:X_KEY",

@@ -158,7 +158,17 @@ def checkpoint_path(directory: str | os.PathLike, resume: bool, config: dict) ->
 
 #: ``train()`` arguments that may change between an interrupted fit and its resumption.
 NOT_CHECKPOINTED = frozenset(
-    {"self", "checkpoint_dir", "resume", "accelerator", "devices", "plan_kwargs", "trainer_kwargs", "backed"}
+    {
+        "self",
+        "checkpoint_dir",
+        "resume",
+        "accelerator",
+        "devices",
+        "plan_kwargs",
+        "trainer_kwargs",
+        "backed",
+        "num_threads",
+    }
 )
 
 

@@ -29,6 +29,7 @@ from sctbr.model._module import TBRModule, resolve_losses
 from sctbr.model._outputs import OutputsMixin
 from sctbr.model._phases import PhaseWork, phase_callbacks, plan_phases
 from sctbr.model._quiet import QuietTrainRunner
+from sctbr.model._threads import fit_threads, torch_threads
 from sctbr.model._trainingplan import TBRTrainingPlan
 from sctbr.model._transfer import TransferMixin
 
@@ -258,6 +259,7 @@ class TBR(OutputsMixin, TransferMixin, BaseModelClass):
         checkpoint_dir: str | None = None,
         resume: bool = False,
         backed: Literal["load", "stream"] = "load",
+        num_threads: int | None = None,
         **trainer_kwargs,
     ) -> None:
         """Train through Lightning (GPU when present, CPU otherwise): one fit in three phases.
@@ -329,6 +331,11 @@ class TBR(OutputsMixin, TransferMixin, BaseModelClass):
             columns into memory block by block (the file's other columns are never loaded); ``"stream"`` leaves
             them on disk and reads blocks of cells for every epoch (memory: one block of about 64 MB; batches are
             shuffled within blocks, and the block order is shuffled).
+        num_threads
+            Torch CPU threads during the fit (restored afterwards). ``None``: the environment variable
+            ``SCTBR_NUM_THREADS`` if set, else a rule that only lowers torch's current setting: at most the cores
+            this process may use, at most those that other processes leave idle (by the 1-minute load average), at
+            least 1 (see :doc:`/training`, "Threads"). An explicit value is used as given.
         **trainer_kwargs
             Passed to :class:`scvi.train.Trainer` (a Lightning ``Trainer``), e.g. ``strategy="ddp"`` with
             ``devices=2`` for data-parallel training on several devices (each process trains on its shard of every
@@ -402,10 +409,12 @@ class TBR(OutputsMixin, TransferMixin, BaseModelClass):
             trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
         trainer_kwargs["callbacks"] = [*(trainer_kwargs.get("callbacks") or []), *callbacks]
         lam = self.module.lam
+        threads = fit_threads(num_threads)
         torch.manual_seed(int(random_state))
         try:
-            self._run_fit(plan, datamodule, accelerator, devices, checkpoint_dir, ckpt_path, trainer_kwargs)
-            work.finish(plan)
+            with torch_threads(threads):
+                self._run_fit(plan, datamodule, accelerator, devices, checkpoint_dir, ckpt_path, trainer_kwargs)
+                work.finish(plan)
         finally:
             self.module.lam = lam
         if work.refinement is not None:
