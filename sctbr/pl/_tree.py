@@ -73,9 +73,9 @@ def _deltas_by_arc(adata: AnnData, key: str, t: EnvironmentTree) -> pd.DataFrame
 
 def _changes_by_arc(adata: AnnData, key: str, t: EnvironmentTree, use_changes: bool):
     """``(values, changed, unresolved)`` frames: the support estimate when stored and wanted, else the trained Delta."""
+    deltas = _deltas_by_arc(adata, key, t)
     stored = get_field(adata, key, "changes") if use_changes and "changes" in adata.uns[key] else None
     if stored is None:
-        deltas = _deltas_by_arc(adata, key, t)
         return deltas, deltas != 0, pd.DataFrame(False, index=deltas.index, columns=deltas.columns)
     labels = list(t.arc_labels)
     frames = []
