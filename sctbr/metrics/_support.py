@@ -79,7 +79,11 @@ def support_recovery(
     Returns
     -------
     dict
-        ``precision``, ``recall``, ``f1`` (floats) and the counts ``tp``, ``fp``, ``fn`` (ints). By convention
+        ``precision``, ``recall``, ``f1`` (floats) and the counts ``tp``, ``fp``, ``fn`` (ints) with the
+        ``atol``/``rtol`` threshold, and ``exact_precision``, ``exact_recall``, ``exact_f1``: the same for the
+        exact-zero pattern (every entry that is not exactly zero counts as a change: what a user of the
+        unthresholded ``Delta`` sees). Pass a boolean "changed" matrix (e.g. ``uns["tbr"]["changes"]["changed"]``)
+        as ``delta_est`` to score the support estimate. By convention
         ``precision = 1`` when nothing is predicted nonzero (``tp + fp == 0``), ``recall = 1`` when nothing is
         truly nonzero (``tp + fn == 0``), and ``f1 = 0`` when ``precision + recall == 0``.
 
@@ -128,11 +132,17 @@ def support_recovery(
             )
         true_index = est_index = np.arange(d_true)
 
+    out = _scores(dt, de, true_index, est_index, atol, rtol)
+    exact = _scores(dt, de, true_index, est_index, 0.0, 0.0)
+    out.update({f"exact_{name}": exact[name] for name in ("precision", "recall", "f1")})
+    return out
+
+
+def _scores(dt, de, true_index, est_index, atol: float, rtol: float) -> dict:
     est_nonzero = _nonzero(de, atol, rtol)
     pred = np.zeros_like(dt, dtype=bool)
     pred[:, true_index] = est_nonzero[:, est_index]
     truth = _nonzero(dt, atol, rtol)
-
     tp = int(np.sum(pred & truth))
     fp = int(np.sum(pred & ~truth))
     fn = int(np.sum(~pred & truth))

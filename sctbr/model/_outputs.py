@@ -117,11 +117,36 @@ class OutputsMixin:
         ]
         return self._by_target(frames, target, "node")
 
-    def get_deltas(self, target: str | None = None) -> pd.DataFrame:
-        """Change of the head along every arc (arcs x latents), exact zeros where nothing changed.
+    def get_deltas(self, target: str | None = None, *, changes: bool = False) -> pd.DataFrame:
+        """Change of the head along every arc (arcs x latents) as training left it, or which latent changed where.
 
-        With several targets, ``target`` picks one; ``None`` returns all, with a (target, arc) row index.
+        Parameters
+        ----------
+        target
+            With several targets, the one to return; ``None`` returns all, with a (target, arc) row index.
+        changes
+            ``False``: the trained ``Delta`` (arcs x latents; its zeros are exact, but training leaves many small
+            non-zero entries). ``True``: the support estimate that :func:`sctbr.tl.tbr` / :func:`sctbr.tl.fit` ran
+            after training (stored in ``uns["tbr"]["changes"]``), as a tidy frame with one row per arc x latent:
+            ``arc``, ``latent``, ``delta`` (refitted with the latents fixed), ``frequency`` (share of bootstrap
+            samples of the training cells that select the entry), ``changed`` (the rule: selected on all training
+            cells and ``frequency >= 0.9``) and ``unresolved`` (a change the observed environments cannot place on
+            one of two arcs; never ``changed``). See "Which latent changed on which arc" in :doc:`/using_latents`.
+
+        Examples
+        --------
+        >>> result = sctbr.tl.fit(adata)  # doctest: +SKIP
+        >>> table = result.model.get_deltas(changes=True)  # doctest: +SKIP
+        >>> table[table["changed"]]  # doctest: +SKIP
         """
+        if changes:
+            found = getattr(self, "changes_", None)
+            if found is None:
+                raise ValueError(
+                    "No support estimate for this model: it is computed by sctbr.tl.tbr / sctbr.tl.fit for one "
+                    "continuous target (not for the baseline, several or binary targets, or fit(changes=False))."
+                )
+            return found.tidy()
         m = self.module
         n_targets, d = m.n_targets, m.n_latent
         with torch.no_grad():

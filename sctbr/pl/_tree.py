@@ -71,6 +71,21 @@ def _deltas_by_arc(adata: AnnData, key: str, t: EnvironmentTree) -> pd.DataFrame
     return deltas.loc[labels]
 
 
+def _changes_by_arc(adata: AnnData, key: str, t: EnvironmentTree, use_changes: bool):
+    """``(values, changed, unresolved)`` frames: the support estimate when stored and wanted, else the trained Delta."""
+    deltas = _deltas_by_arc(adata, key, t)
+    stored = get_field(adata, key, "changes") if use_changes and "changes" in adata.uns[key] else None
+    if stored is None:
+        return deltas, deltas != 0, pd.DataFrame(False, index=deltas.index, columns=deltas.columns)
+    labels = list(t.arc_labels)
+    frames = []
+    for name in ("delta", "changed", "unresolved"):
+        frame = pd.DataFrame(stored[name])
+        frame.index = frame.index.astype(str)
+        frames.append(frame.loc[labels])
+    return frames[0], frames[1].astype(bool), frames[2].astype(bool)
+
+
 def _select_latents(deltas: pd.DataFrame, latents: Sequence[int | str] | None) -> pd.DataFrame:
     if latents is None:
         return deltas
@@ -93,6 +108,7 @@ def tree(
     *,
     key: str = TBR_KEY,
     threshold: float = 0.0,
+    changes: bool = True,
     latents: Sequence[int | str] | None = None,
     max_labels: int = 60,
     label_internal: bool = False,
@@ -107,8 +123,11 @@ def tree(
     """Plot the environment tree and, on every arc, the latents whose weight changes there.
 
     The tree is drawn as a dendrogram (root on the left, depth on the x-axis, leaves labelled) or radially. On each
-    arc, a marker for every latent whose change ``Delta`` (``adata.uns[key]["deltas"]``) is non-zero: coloured by
-    latent, in a fixed slot per latent, with an area proportional to ``|Delta|``. Environments that had cells are
+    arc, a marker for every latent that changes there: by default the entries the support estimate calls
+    *changed* (``adata.uns[key]["changes"]``, the rule in :meth:`sctbr.model.TBR.get_deltas`), with open markers
+    for *unresolved* changes (a change the data place on one of two arcs, drawn on both). Markers are coloured by
+    latent, sit in a fixed slot per latent, and have an area proportional to ``|Delta|`` (no minimum size; a size
+    legend shows three reference values). Environments that had cells are
     filled dots, nodes without cells (ancestral states) open circles. With more than ``max_labels`` leaves only every
     n-th leaf is labelled and the markers shrink, so trees with hundreds of leaves stay legible.
 
@@ -120,7 +139,10 @@ def tree(
         The fit's ``uns`` key: its ``key_added``, or ``"tbr"`` / ``"baseline"`` for ``key_added=None`` (see
         "Where results go" in the API reference).
     threshold
-        Changes with ``|Delta| <= threshold`` count as zero.
+        Changes with ``|Delta| <= threshold`` are not drawn.
+    changes
+        Draw the support estimate (default, when the fit stored one); ``False``: every non-zero entry of the
+        trained ``adata.uns[key]["deltas"]``.
     latents
         Latents to show (positions or column names of ``deltas``); default all.
     max_labels
@@ -150,7 +172,9 @@ def tree(
     """
     get_run(adata, key)
     t = run_tree(adata, key)
-    deltas = _select_latents(_deltas_by_arc(adata, key, t), latents)
+    deltas, called, unres = _changes_by_arc(adata, key, t, changes)
+    deltas = _select_latents(deltas, latents)
+    called, unres = called[deltas.columns].to_numpy(), unres[deltas.columns].to_numpy()
     observed = observed_nodes(adata, key)
     pos = tree_layout(t)
     leaves = [n for n in pos if t.is_leaf(n)]  # depth-first order
@@ -210,7 +234,7 @@ def tree(
 
     # Changes: one marker per non-zero entry of Delta, in a fixed slot per latent along the arc.
     values = np.abs(deltas.to_numpy(dtype=float))
-    changed = values > threshold
+    changed = (called | unres) & (values > threshold)
     vmax = values[changed].max() if changed.any() else 1.0
     colors = latent_colors(n_lat)
     children = np.array([c for _, c in t.arcs], dtype=object)
@@ -224,9 +248,25 @@ def tree(
             [pos[p][0] + frac * (pos[c][0] - pos[p][0]) for p, c in zip(parents[rows], children[rows], strict=True)]
         )
         th = np.array([theta[c] for c in children[rows]])
-        size = marker_size * crowded * (0.15 + 0.85 * values[rows, j] / vmax)
-        ax.scatter(*xy(r, th), s=size, color=colors[j], edgecolors="white", linewidths=0.3, zorder=3)
+        size = marker_size * crowded * values[rows, j] / vmax  # area proportional to |Delta|
+        open_ = unres[rows, j]
+        face = np.array([colors[j]] * rows.size, dtype=object)
+        face[open_] = "white"
+        edge = np.where(open_, None, "white")
+        ax.scatter(
+            *xy(r, th),
+            s=size,
+            c=list(face),
+            edgecolors=[colors[j] if e is None else e for e in edge],
+            linewidths=np.where(open_, 1.0, 0.3),
+            zorder=3,
+        )
         handles.append(Line2D([], [], ls="", marker="o", color=colors[j], label=latent_label(name)))
+
+    if changed.any():
+        handles.extend(_size_handles(vmax, marker_size * crowded))
+        if unres[changed].any():
+            handles.append(Line2D([], [], ls="", marker="o", mfc="white", color="0.3", label="unresolved (either arc)"))
 
     # Labels: every leaf, or every n-th of a large tree.
     shown = thin_labels(n_leaves, max_labels)
@@ -270,7 +310,7 @@ def tree(
             "handles": handles,
             "frameon": False,
             "fontsize": "small",
-            "title": "marker area ~ |change|" if changed.any() else None,
+            "title": "marker area \u221d |change|" if changed.any() else None,
             "title_fontsize": "small",
         }
         if radial:
@@ -287,3 +327,21 @@ def _legend_below(ax, style: dict, *, ncol: int) -> None:
         legend = ax.legend(loc="upper left", bbox_to_anchor=(0.0, 0.0), ncol=n, **style)
         if legend.get_window_extent(renderer(ax.figure)).width <= width:
             return
+
+
+def _size_handles(vmax: float, area: float) -> list:
+    """Legend entries for three reference changes (the largest, half and a quarter of it), area proportional."""
+    out = []
+    for frac in (1.0, 0.5, 0.25):
+        out.append(
+            Line2D(
+                [],
+                [],
+                ls="",
+                marker="o",
+                color="0.5",
+                markersize=float(np.sqrt(area * frac)),
+                label=f"|\u0394| = {frac * vmax:.2g}",
+            )
+        )
+    return out

@@ -30,6 +30,7 @@ from sctbr._validation import (
     label_levels,
 )
 from sctbr.model import DEFAULT_BATCH_SIZE, DEFAULT_LAM, DEFAULT_LR, TBR, read_columns
+from sctbr.tl._support import Changes, estimate_changes
 from sctbr.tl._write import write_result
 
 #: TBR.train arguments that tl passes through ``train_kwargs`` and checks up front.
@@ -69,6 +70,9 @@ class FitResult:
         The resolved parameters, as written to ``uns["tbr"]["params"]``.
     var_names
         The inputs, in the encoder's order.
+    changes
+        Which latent changed on which arc, with confidence (:func:`sctbr.tl._support.estimate_changes`), written
+        to ``uns["tbr"]["changes"]``; ``None`` for the baseline, several or binary targets, or ``changes=False``.
 
     Examples
     --------
@@ -94,6 +98,7 @@ class FitResult:
     levels: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)
     var_names: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=str))
+    changes: Changes | None = None
 
     def split_mse(self, which: str) -> float:
         """Mean squared error of the prediction on the cells of one split (NaN without such cells)."""
@@ -245,6 +250,7 @@ def fit(
     devices: int | list[int] | str = "auto",
     random_state: int = 0,
     train_kwargs: Mapping[str, Any] | None = None,
+    changes: bool = True,
 ) -> FitResult:
     """Fit TBR (or the baseline) and return the results without writing anything into ``adata``.
 
@@ -267,6 +273,8 @@ def fit(
     {tbr_seed}
     train_kwargs
         Passed to :meth:`sctbr.model.TBR.train` (e.g. ``{"enable_progress_bar": False}``).
+    changes
+        Estimate which latent changed on which arc after training (:attr:`FitResult.changes`; a few seconds).
 
     Returns
     -------
@@ -373,13 +381,21 @@ def fit(
         "n_restarts": int(n_restarts),
         "random_state": int(random_state),
     }
+    latents = model.get_latent_representation().astype(np.float32)
+    split = _split_labels(model, adata.n_obs)
+    found = None
+    if changes and not baseline and not multi and model.losses_[0] != "logistic":
+        found = estimate_changes(
+            latents, y, work.obs["env"].astype(str).to_numpy(), model.tree, split, random_state=int(random_state)
+        )
+    model.changes_ = found
     return FitResult(
         model=model,
         targets=targets,
-        latents=model.get_latent_representation().astype(np.float32),
+        latents=latents,
         prediction=np.asarray(model.predict(), dtype=np.float64),
         y=y,
-        split=_split_labels(model, adata.n_obs),
+        split=split,
         history=history,
         restart_scores=np.asarray(scores, dtype=float),
         lam_path=model.lam_path_.copy() if model.lam_path_ is not None else None,
@@ -388,6 +404,7 @@ def fit(
         levels=levels,
         params=params,
         var_names=np.asarray(work.var_names, dtype=str),
+        changes=found,
     )
 
 

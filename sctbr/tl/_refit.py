@@ -58,7 +58,9 @@ def fit_once(adata: AnnData, *, n_latent: int, random_state: int, fit_kwargs: di
     """Fit with the core (:func:`sctbr.tl.fit`, nothing is written into ``adata``) and return what the tools need."""
     own, train_kwargs = split_fit_kwargs(fit_kwargs)
     start = time.perf_counter()
-    result = fit(adata, n_latent=int(n_latent), random_state=int(random_state), train_kwargs=train_kwargs, **own)
+    result = fit(
+        adata, n_latent=int(n_latent), random_state=int(random_state), train_kwargs=train_kwargs, changes=False, **own
+    )
     seconds = time.perf_counter() - start
     if len(result.targets) != 1:
         raise ValueError(f"This tool scores one target at a time, got {result.targets}. Pass target='<column>'.")

@@ -19,6 +19,20 @@ def split_column(labels: np.ndarray, index: pd.Index) -> pd.Series:
     return pd.Series(pd.Categorical(np.asarray(labels, dtype=str), categories=list(SPLITS)), index=index)
 
 
+def changes_to_uns(changes) -> dict:
+    """The support estimate as ``uns[key]["changes"]`` holds it (h5ad-writable: frames of floats and booleans)."""
+    return {
+        "delta": changes.delta.copy(),
+        "frequency": changes.frequency.copy(),
+        "changed": changes.changed.astype(bool),
+        "unresolved": changes.unresolved.astype(bool),
+        "method": changes.method,
+        "lam": float(changes.lam),
+        "min_frequency": float(changes.min_frequency),
+        "n_bootstrap": int(changes.n_bootstrap),
+    }
+
+
 def write_result(adata: AnnData, result: FitResult, key_added: str | None, default: str | None = None) -> ResultKeys:
     """Write a fit with scanpy's ``key_added`` rule (:func:`sctbr._constants.result_keys`) and return the keys used.
 
@@ -49,6 +63,8 @@ def write_result(adata: AnnData, result: FitResult, key_added: str | None, defau
     if result.levels:
         # the two levels of each boolean / categorical target: the prediction is the probability of the second
         run["levels"] = dict(result.levels)
+    if result.changes is not None:
+        run["changes"] = changes_to_uns(result.changes)
     if result.lam_path is not None:
         run["lam_path"] = result.lam_path.copy()
     adata.uns[keys.uns] = run

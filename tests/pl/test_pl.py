@@ -279,7 +279,7 @@ def test_results_missing_column_names_it_and_lists_the_present_ones(plot, result
 def test_tree_draws_every_arc_node_and_change(fitted):
     t = sctbr.EnvironmentTree.from_dict(fitted.uns["tbr"]["tree"])
     deltas = fitted.uns["tbr"]["deltas"]
-    ax = sctbr.pl.tree(fitted)
+    ax = sctbr.pl.tree(fitted, changes=False)  # the trained Delta (the support estimate: test_tree_changes.py)
     lines = [c for c in ax.collections if isinstance(c, LineCollection)]
     assert len(lines) == 1
     assert len(lines[0].get_segments()) == t.n_arcs
@@ -288,12 +288,13 @@ def test_tree_draws_every_arc_node_and_change(fitted):
     assert [len(c.get_offsets()) for c in scatters[:2]] == [t.n_nodes - 1, 1]
     assert sum(len(c.get_offsets()) for c in scatters[2:]) == int((deltas.to_numpy() != 0).sum())
     changed = [f"latent {j}" for j in range(deltas.shape[1]) if (deltas.iloc[:, j] != 0).any()]
-    assert _legend_labels(ax) == ["environment with cells", "node without cells", *changed]
+    labels = [lab for lab in _legend_labels(ax) if not lab.startswith("|Δ|")]  # the size legend
+    assert labels == ["environment with cells", "node without cells", *changed]
     assert sorted(t.get_text() for t in ax.texts) == sorted(t.leaves)
 
 
 def test_tree_marker_area_grows_with_the_change(fitted):
-    ax = sctbr.pl.tree(fitted, latents=[0])
+    ax = sctbr.pl.tree(fitted, latents=[0], changes=False)
     cloud = _scatters(ax)[-1]
     delta = np.abs(fitted.uns["tbr"]["deltas"].iloc[:, 0].to_numpy())
     delta = delta[delta > 0]
@@ -303,7 +304,7 @@ def test_tree_marker_area_grows_with_the_change(fitted):
 
 def test_tree_threshold_hides_small_changes_and_baseline_has_none(fitted):
     big = float(np.abs(fitted.uns["tbr"]["deltas"].to_numpy()).max())
-    ax = sctbr.pl.tree(fitted, threshold=big)
+    ax = sctbr.pl.tree(fitted, threshold=big, changes=False)
     assert len(_scatters(ax)) == 2  # nodes only
     assert not any(lab.startswith("latent") for lab in _legend_labels(ax))
     ax = sctbr.pl.tree(fitted, key="baseline")
