@@ -43,7 +43,7 @@ QUIET = {"accelerator": "cpu", "enable_progress_bar": False}
 # "default" is the package as installed; the others re-create earlier defaults for side-by-side comparisons
 RECIPES = {
     "default": {},
-    "before": {"lp_start": False, "weight_decay": 0.0},  # the default before the small-data work
+    "before": {"lp_start": False, "weight_decay": 0.0},  # the default before the small-data work (still the default)
     "lp": {"lp_start": True, "weight_decay": 0.0},
     "lp_wd": {"lp_start": True, "weight_decay": 1e-3},
     "wd": {"lp_start": False, "weight_decay": 1e-3},
