@@ -297,6 +297,7 @@ ALLOWED_PRIVATE_IMPORTS = {
     "tests/model/test_reliability.py": {"sctbr.model._checkpoint:current_version"},
     "tests/model/test_sparse_arc.py": {"sctbr.model._sparse_arc:lasso", "sctbr.model._sparse_arc:logistic_lasso"},
     "tests/model/test_trainingplan.py": {"sctbr.model._trainingplan:Phase"},  # phases built by hand for the schedule
+    "tests/tl/test_stability.py": {"sctbr.tl._stability:_warn_if_unstable"},  # the warning's number format
     "tests/model/test_threads.py": {  # the thread rule and the optimiser choice are internals of the fit
         "sctbr.model._threads:ENV_VAR",
         "sctbr.model._threads:fit_threads",

@@ -205,6 +205,15 @@ def stability(
     return result
 
 
+def _below(value: float, threshold: float) -> str:
+    """``value`` with enough decimals that a value below ``threshold`` never reads as the threshold (0.8996: not 0.90)."""
+    for decimals in range(2, 10):
+        text = f"{value:.{decimals}f}"
+        if float(text) < threshold:
+            return text
+    return repr(float(value))
+
+
 def _warn_if_unstable(summary: dict, per_latent: pd.DataFrame, threshold: float) -> None:
     fixes = (
         "Check that the changes along the tree are sparse enough to identify the latents (sctbr.pl.tree), fit longer "
@@ -213,7 +222,7 @@ def _warn_if_unstable(summary: dict, per_latent: pd.DataFrame, threshold: float)
     if summary["mean_mcc"] < threshold:
         warnings.warn(
             f"TBR's latents are not stable across seeds: the mean MCC between {summary['n_seeds']} runs is "
-            f"{summary['mean_mcc']:.2f} (lowest pair {summary['min_mcc']:.2f}), below {threshold:g}. Different seeds "
+            f"{_below(summary['mean_mcc'], threshold)} (lowest pair {summary['min_mcc']:.2f}), below {threshold:g}. Different seeds "
             f"find different latents, so do not interpret them one by one. {fixes}",
             UserWarning,
             stacklevel=3,
@@ -221,7 +230,7 @@ def _warn_if_unstable(summary: dict, per_latent: pd.DataFrame, threshold: float)
         return
     low = per_latent.loc[~per_latent["stable"]]
     if len(low):
-        shown = ", ".join(f"{r.latent} ({r.mean_abs_corr:.2f})" for r in low.itertuples())
+        shown = ", ".join(f"{r.latent} ({_below(r.mean_abs_corr, threshold)})" for r in low.itertuples())
         warnings.warn(
             f"Some of TBR's latents are not stable across seeds (mean |correlation| with their match in the other "
             f"runs below {threshold:g}): {shown}. Interpret these with care. {fixes}",

@@ -106,3 +106,19 @@ def test_stability_rejects_bad_input_and_leaves_adata_untouched(make_adata):
 @pytest.mark.slow
 def test_stability_first_run_is_the_tl_tbr_fit(stabilities, fitted_k1):
     assert np.allclose(runs(stabilities[1][0])[0], fitted_k1.obsm["X_tbr"])
+
+
+def test_flagged_values_never_read_as_the_threshold():
+    """Tutorial 3 printed ``latent_0 (0.90)`` for a value below the 0.9 threshold: enough digits are shown now."""
+    import pandas as pd
+
+    from sctbr.tl._stability import _warn_if_unstable
+
+    summary = {"mean_mcc": 0.95, "min_mcc": 0.93, "n_seeds": 3}
+    per_latent = pd.DataFrame(
+        {"latent": ["latent_0", "latent_1"], "mean_abs_corr": [0.8996, 0.97], "stable": [False, True]}
+    )
+    with pytest.warns(UserWarning, match=r"latent_0 \(0\.8996\)"):
+        _warn_if_unstable(summary, per_latent, 0.9)
+    with pytest.warns(UserWarning, match=r"is 0\.89999 \(lowest"):
+        _warn_if_unstable({**summary, "mean_mcc": 0.899991}, per_latent, 0.9)
