@@ -20,7 +20,8 @@ TypeError: Target 'sick' must be numeric, got dtype bool with levels [False, Tru
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -37,9 +38,12 @@ __all__ = [
     "check_int",
     "check_key_added",
     "check_model_args",
+    "check_names",
     "check_obs_key",
+    "check_path",
     "check_real",
     "check_setup",
+    "check_str",
     "check_target",
     "check_train_args",
     "check_unique_names",
@@ -252,6 +256,41 @@ def check_grid(name: str, value, *, min_len: int = 2, none_ok: bool = True) -> N
     if len(values) < min_len or not all(_is_real(v) and np.isfinite(v) and v >= 0 for v in values):
         raise ValueError(
             f"`{name}` must hold at least {min_len} finite non-negative numbers, e.g. [1e-4, 1e-3, 1e-2]; got {value!r}."
+        )
+
+
+def check_str(name: str, value, *, none_ok: bool = False, fix: str = "") -> None:
+    """``value`` is a non-empty string (or ``None`` with ``none_ok``)."""
+    if value is None and none_ok:
+        return
+    if not isinstance(value, str) or not value:
+        want = "a non-empty str" + (" or None" if none_ok else "")
+        raise ArgumentTypeError(
+            f"`{name}` must be {want}, got {value!r} ({type(value).__name__}).{' ' + fix if fix else ''}"
+        )
+
+
+def check_names(name: str, value, *, none_ok: bool = False, fix: str = "") -> None:
+    """``value`` is a name (str) or a collection of names (or ``None`` with ``none_ok``); iterators are not consumed."""
+    if value is None and none_ok:
+        return
+    if isinstance(value, str):
+        return
+    hint = f" {fix}" if fix else ""
+    want = "a str or a list of str" + (" or None" if none_ok else "")
+    if isinstance(value, bytes) or not isinstance(value, Iterable):
+        raise ArgumentTypeError(f"`{name}` must be {want}, got {value!r} ({type(value).__name__}).{hint}")
+    if isinstance(value, (Sequence, np.ndarray, pd.Index, pd.Series, set, frozenset)):
+        bad = [v for v in value if not isinstance(v, str)]
+        if bad:
+            raise ArgumentTypeError(f"`{name}` must be {want}; {bad[:5]!r} are not str.{hint}")
+
+
+def check_path(name: str, value) -> None:
+    """``value`` is a path: a str or an ``os.PathLike``."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise ArgumentTypeError(
+            f"`{name}` must be a path (str or pathlib.Path), got {value!r} ({type(value).__name__})."
         )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from anndata import AnnData
+
 #: Human house-keeping genes of Eisenberg & Levanon (2013), Trends Genet. 29(10):569-574, as used by the TBR paper.
 HOUSE_KEEPING_GENES: tuple[str, ...] = (
     "C1orf43",
@@ -41,6 +43,9 @@ def house_keeping_genes(*, drop_weak: bool = True) -> list[str]:
     >>> len(sctbr.datasets.house_keeping_genes()), len(sctbr.datasets.house_keeping_genes(drop_weak=False))
     (9, 11)
     """
+    from sctbr._validation import check_bool
+
+    check_bool("drop_weak", drop_weak)
     return [g for g in HOUSE_KEEPING_GENES if not (drop_weak and g in WEAKLY_REGULATED)]
 
 
@@ -101,12 +106,18 @@ def weakly_correlated_genes(
     import numpy as np
     import scipy.sparse as sp
 
+    from sctbr._validation import check_fraction, check_int, check_names, check_str
     from sctbr.datasets._regulators import regulators
 
-    if int(n_genes) < 1:
-        raise ValueError(f"`n_genes` must be at least 1, got {n_genes!r}.")
-    if not 0 < max_corr <= 1:
-        raise ValueError(f"`max_corr` must lie in (0, 1], got {max_corr!r}.")
+    if not isinstance(adata, AnnData):
+        raise TypeError(f"`adata` must be an AnnData, got {type(adata).__name__}.")
+    check_int("n_genes", n_genes, fix="The number of latent genes to pick, e.g. 5.")
+    check_str("layer", layer, none_ok=True, fix="A layer of adata (e.g. 'magic' after sctbr.pp.magic), or None.")
+    check_fraction("max_corr", max_corr, zero_ok=False, fix="The cap on the absolute correlation, e.g. 0.3.")
+    check_int("min_regulators", min_regulators, low=0, fix="The fewest regulators in adata, e.g. 3.")
+    check_fraction("min_fraction", min_fraction, fix="The smallest fraction of cells with a count, e.g. 0.1.")
+    check_names("sources", sources, none_ok=True, fix="Resource names of sctbr.datasets.regulators, or None.")
+    check_names("exclude", exclude, none_ok=True, fix="Gene names never picked, or None.")
     if layer is not None and layer not in adata.layers:
         hint = " Run sctbr.pp.magic(adata) first." if layer == "magic" else ""
         raise KeyError(f"Layer {layer!r} not found in adata.layers ({list(adata.layers)}).{hint}")

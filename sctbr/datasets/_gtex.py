@@ -15,6 +15,7 @@ import pandas as pd
 from anndata.io import read_elem, sparse_dataset
 
 from sctbr._utils import to_memory
+from sctbr._validation import check_names, check_path, check_str
 
 #: Cell-type annotations of the atlas's ``obs``.
 GTEX_CELL_TYPE_COLUMNS: tuple[str, ...] = ("Broad cell type", "Granular cell type", "Cell types level 2")
@@ -99,14 +100,15 @@ def read_gtex(path: str | os.PathLike[str], *, backed: Literal["r", "r+"] | None
     >>> adata = sctbr.datasets.read_gtex("GTEx_8_tissues_snRNAseq_atlas.h5ad", backed="r")  # doctest: +SKIP
     >>> epi = sctbr.datasets.select_epithelial(adata)  # doctest: +SKIP
     """
+    check_path("path", path)
+    if backed not in (None, "r", "r+"):
+        raise ValueError(f"`backed` must be None, 'r' or 'r+', got {backed!r}.")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} not found. Download the GTEx v8 snRNA-seq atlas h5ad from the GTEx portal "
             "(https://gtexportal.org/home/downloads/adult-gtex/single_cell)."
         )
-    if backed not in (None, "r", "r+"):
-        raise ValueError(f"`backed` must be None, 'r' or 'r+', got {backed!r}.")
     with h5py.File(path, "r") as f:
         if "obs" not in f:
             raise ValueError(f"{path} has no obs: not an AnnData h5ad file.")
@@ -150,6 +152,10 @@ def select_epithelial(
     >>> epi = sctbr.datasets.select_epithelial(adata, tissues=["breast", "lung"])  # doctest: +SKIP
     >>> epi.obs["Broad cell type"].cat.categories  # doctest: +SKIP
     """
+    if not isinstance(adata, ad.AnnData):
+        raise TypeError(f"`adata` must be an AnnData (e.g. from sctbr.datasets.read_gtex), got {type(adata).__name__}.")
+    check_str("key", key, fix="The column of adata.obs with the broad cell types.")
+    check_names("tissues", tissues, none_ok=True, fix="Values of adata.obs['tissue'], or None for all.")
     if key not in adata.obs:
         raise KeyError(f"Column {key!r} not found in adata.obs (columns: {list(adata.obs.columns)}).")
     labels = adata.obs[key].astype(str)

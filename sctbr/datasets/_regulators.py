@@ -9,6 +9,8 @@ from importlib.resources import files
 
 import pandas as pd
 
+from sctbr._validation import check_names
+
 _TF_TABLE = "tf_targets.csv.gz"
 
 
@@ -83,6 +85,8 @@ def regulators(genes: str | Iterable[str], *, sources: str | Sequence[str] | Non
     >>> sctbr.datasets.regulators(["PSMB4", "NOT_A_GENE"])
     {'PSMB4': ['YY1'], 'NOT_A_GENE': []}
     """
+    check_names("genes", genes, fix="Gene symbols, e.g. ['PSMB4', 'VCP'].")
+    check_names("sources", sources, none_ok=True, fix="Resource names, e.g. 'CollecTRI', or None for all.")
     if isinstance(genes, str):
         genes = [genes]
     genes = [str(g) for g in genes]

@@ -13,6 +13,7 @@ import scipy.sparse as sp
 
 from sctbr._constants import TREE_KEY, TRUE_LATENTS_KEY
 from sctbr._tree import EnvironmentTree
+from sctbr._validation import check_int, check_names, check_real, check_str
 from sctbr.datasets._regulators import regulators
 from sctbr.datasets._simulate import check_k, store_truth, tree_weights
 
@@ -132,6 +133,16 @@ def semisynthetic(
     >>> sctbr.tl.tbr(semi, n_latent=semi.obsm["Z_true"].shape[1])  # doctest: +SKIP
     """
     # ---- validate the arguments, without touching `adata`
+    if not isinstance(adata, ad.AnnData):
+        raise TypeError(f"`adata` must be an AnnData, got {type(adata).__name__}.")
+    check_names("latent_genes", latent_genes, fix="Gene names, e.g. sctbr.datasets.house_keeping_genes().")
+    check_names("input_genes", input_genes, none_ok=True, fix="Gene names, or None for the regulators.")
+    check_str("groupby", groupby, fix="The column of adata.obs with the cell types.")
+    check_str("layer", layer, none_ok=True, fix="A layer of adata (e.g. 'magic' after sctbr.pp.magic), or None.")
+    check_real("noise_y", noise_y, low=0.0, fix="The standard deviation of the phenotype noise, e.g. 0.1.")
+    check_int("random_state", random_state, low=0)
+    check_names("sources", sources, none_ok=True, fix="Resource names of sctbr.datasets.regulators, or None.")
+    check_real("delta_scale", delta_scale, low=0.0, fix="The SD of the nonzero changes, e.g. 1.0.")
     if groupby not in adata.obs:
         raise KeyError(f"`groupby` column {groupby!r} not found in adata.obs (columns: {list(adata.obs.columns)}).")
     if layer is not None and layer not in adata.layers:
@@ -142,8 +153,7 @@ def semisynthetic(
     requested = list(dict.fromkeys(str(g) for g in latent_genes))
     if not requested:
         raise ValueError("`latent_genes` is empty.")
-    if not isinstance(noise_y, int | float) or noise_y < 0:
-        raise ValueError(f"`noise_y` must be a non-negative number, got {noise_y!r}.")
+    check_k(k, len(requested))  # type and range now; checked again below against the usable latent genes
     labels = adata.obs[groupby]
     if labels.isna().any():
         raise ValueError(f"{int(labels.isna().sum())} cells have no label in adata.obs[{groupby!r}]; drop them first.")

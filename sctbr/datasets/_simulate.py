@@ -12,7 +12,7 @@ import pandas as pd
 from sctbr._constants import SIMULATION_KEY, TREE_KEY, TRUE_LATENTS_KEY
 from sctbr._tree import EnvironmentTree
 from sctbr._utils import record_defaults
-from sctbr._validation import check_bool, check_int, check_real
+from sctbr._validation import ArgumentTypeError, check_bool, check_int, check_real
 
 
 def random_tree(n_leaves: int, *, random_state: int = 0, prefix: str = "n") -> EnvironmentTree:
@@ -42,8 +42,10 @@ def random_tree(n_leaves: int, *, random_state: int = 0, prefix: str = "n") -> E
     >>> len(tree.leaves)
     8
     """
-    if not isinstance(n_leaves, Integral) or n_leaves < 1:
-        raise ValueError(f"`n_leaves` must be a positive integer, got {n_leaves!r}.")
+    check_int("n_leaves", n_leaves, fix="The number of leaves of the tree, e.g. 8.")
+    check_int("random_state", random_state, low=0)
+    if not isinstance(prefix, str):
+        raise ArgumentTypeError(f'`prefix` must be a str (the prefix of the node names, e.g. "n"), got {prefix!r}.')
     rng = np.random.default_rng(random_state)
     parents: dict[str, str | None] = {"root": None}
     leaves = ["root"]

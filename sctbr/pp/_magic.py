@@ -11,6 +11,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 import sctbr._logging as logg
+from sctbr._validation import ArgumentTypeError, _is_int, check_int, check_names, check_str
 from sctbr.pp._normalize import TARGET_SUM, log_normalize, looks_like_counts
 
 
@@ -91,16 +92,21 @@ def magic(
     True
     """
     # Validate everything before computing.
-    x = _input_matrix(adata, layer)
+    check_str("layer", layer, none_ok=True, fix="The name of a layer with the counts, or None for X.")
     if not isinstance(key_added, str) or not key_added:
         raise ValueError(f"`key_added` must be a non-empty string, got {key_added!r}.")
+    check_int("knn", knn, fix="The number of nearest neighbours, e.g. 5.")
+    check_int("t", t, fix="The diffusion time, e.g. 3.")
+    check_int("n_pca", n_pca, none_ok=True, fix="The number of principal components, e.g. 100, or None.")
+    check_int("random_state", random_state, low=0)
+    if not _is_int(n_jobs) or n_jobs == 0:
+        error = ValueError if _is_int(n_jobs) else ArgumentTypeError
+        raise error(f"`n_jobs` must be a non-zero integer (-1: all cores), got {n_jobs!r}. Threads of MAGIC, e.g. 1.")
+    check_names("genes", genes, none_ok=True, fix="Gene names of adata.var_names, or None for every gene.")
+    check_str("library_size", library_size, none_ok=True, fix="A column of adata.obs with total counts, or None.")
+    x = _input_matrix(adata, layer)
     if layer is not None and key_added == layer:
         raise ValueError(f"`key_added` ({key_added!r}) equals the input `layer`; choose another name.")
-    for name, value in {"knn": knn, "t": t}.items():
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-            raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-    if n_pca is not None and (isinstance(n_pca, bool) or not isinstance(n_pca, int | np.integer) or n_pca < 1):
-        raise ValueError(f"`n_pca` must be a positive integer or None, got {n_pca!r}.")
     if adata.n_obs <= knn:
         raise ValueError(f"MAGIC needs more cells ({adata.n_obs}) than `knn` ({knn}).")
     if not adata.var_names.is_unique:

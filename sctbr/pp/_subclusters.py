@@ -11,6 +11,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 import sctbr._logging as logg
+from sctbr._validation import check_int, check_key_added, check_real, check_str
 from sctbr.pp._tree import _categories, _representation
 
 #: Separator between a cell type and the number of its sub-cluster: ``"CD4 T naive-0"``.
@@ -92,10 +93,13 @@ def subclusters(
     import scanpy as sc
 
     types = _categories(adata, groupby)
-    if not resolution > 0:
-        raise ValueError(f"`resolution` must be positive, got {resolution!r}.")
-    if int(min_cells) < 1:
-        raise ValueError(f"`min_cells` must be at least 1, got {min_cells!r}.")
+    check_real("resolution", resolution, low=0.0, low_open=True, fix="The Louvain resolution, e.g. 0.6.")
+    check_int("min_cells", min_cells, fix="The smallest sub-cluster, e.g. 30.")
+    check_int("n_neighbors", n_neighbors, low=2, fix="Neighbours of the kNN graph, e.g. 15.")
+    check_str("use_rep", use_rep, none_ok=True, fix="A key of adata.obsm, 'X', or None.")
+    check_int("n_pcs", n_pcs, low=0, none_ok=True, fix="Principal components, e.g. 50, or None.")
+    check_int("random_state", random_state, low=0)
+    check_key_added("key_added", key_added)
     key = key_added or f"{groupby}_sub"
     rep, rep_n_pcs = _representation(adata, use_rep, n_pcs)
     if rep_n_pcs is not None:

@@ -10,15 +10,10 @@ from anndata import AnnData
 
 import sctbr._logging as logg
 from sctbr._utils import to_memory
+from sctbr._validation import check_bool, check_int, check_obs_key
 
 #: Key of ``adata.uns`` where :func:`subsample` records what it kept and dropped.
 SUBSAMPLE_KEY = "subsample"
-
-
-def _check_count(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
-    return int(value)
 
 
 def subsample(
@@ -65,10 +60,12 @@ def subsample(
     >>> int(small.obs["cell_type"].value_counts().max())
     100
     """
-    if groupby not in adata.obs:
-        raise KeyError(f"`groupby` column {groupby!r} not found in adata.obs (columns: {list(adata.obs.columns)}).")
-    max_cells = _check_count("max_cells", max_cells, 1)
-    min_cells = _check_count("min_cells", min_cells, 0)
+    check_obs_key(adata, "groupby", groupby)
+    check_int("max_cells", max_cells, fix="The largest number of cells kept per group, e.g. 500.")
+    check_int("min_cells", min_cells, low=0, fix="Groups with fewer cells are dropped; 0 keeps every group.")
+    check_int("random_state", random_state, low=0)
+    check_bool("copy", copy)
+    max_cells, min_cells = int(max_cells), int(min_cells)
     if min_cells > max_cells:
         raise ValueError(f"`min_cells` ({min_cells}) is larger than `max_cells` ({max_cells}).")
     if adata.isbacked and not copy:

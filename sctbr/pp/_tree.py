@@ -15,9 +15,12 @@ import sctbr._logging as logg
 from sctbr._constants import TREE_KEY
 from sctbr._tree import EnvironmentTree
 from sctbr._utils import record_defaults
+from sctbr._validation import check_choice, check_int, check_str
 from sctbr.pp._normalize import log_normalize, looks_like_counts
 
 _N_PCS = 50  # Scanpy's default number of principal components
+#: Methods of :func:`scipy.cluster.hierarchy.linkage`.
+_LINKAGES = ("single", "complete", "average", "weighted", "centroid", "median", "ward")
 
 
 def _categories(adata: AnnData, groupby: str) -> list[str]:
@@ -306,6 +309,11 @@ def environment_tree(
     'PBMC'
     """
     categories = _categories(adata, groupby)
+    check_str("use_rep", use_rep, none_ok=True, fix="A key of adata.obsm, 'X', or None.")
+    check_int("n_pcs", n_pcs, low=0, none_ok=True, fix="Principal components, e.g. 50, or None.")
+    check_choice("linkage_method", linkage_method, _LINKAGES)
+    check_choice("cor_method", cor_method, ("pearson", "kendall", "spearman"))
+    check_str("within", within, none_ok=True, fix="A categorical column of adata.obs with coarser groups, or None.")
     key = TREE_KEY if key_added is None else key_added
     if not isinstance(key, str) or not key:
         raise ValueError(f"`key_added` must be a non-empty string, got {key_added!r}.")

@@ -12,7 +12,7 @@ from anndata import AnnData
 from sctbr._constants import CAUSAL_EFFECTS_COLUMNS, SPLITS, TBR_KEY, ResultKeys, split_key, stored_keys
 from sctbr._docs import doc_params
 from sctbr._utils import environment_levels
-from sctbr._validation import binary_target
+from sctbr._validation import binary_target, check_names, check_real, check_str
 
 COLUMNS = CAUSAL_EFFECTS_COLUMNS
 #: Covariances of the coefficients :func:`causal_effects` accepts (statsmodels' ``cov_type``).
@@ -144,8 +144,13 @@ def causal_effects(
     >>> effects.head()  # doctest: +SKIP
     >>> sctbr.pl.causal_effects(effects)  # doctest: +SKIP
     """
-    if not isinstance(alpha, float | int) or isinstance(alpha, bool) or not 0 < alpha < 1:
-        raise ValueError(f"`alpha` must lie in (0, 1) (0.05 gives 95% intervals), got {alpha!r}.")
+    check_str("key", key, fix="The key_added of a sctbr.tl.tbr fit, e.g. 'tbr'.")
+    check_str("groupby", groupby, none_ok=True, fix="A column of adata.obs with the environments, or None.")
+    check_str("target", target, none_ok=True, fix="A numeric or binary column of adata.obs, or None.")
+    check_names("split", split, none_ok=True, fix=f"None or among {list(SPLITS)}.")
+    check_real(
+        "alpha", alpha, low=0.0, high=1.0, low_open=True, high_open=True, fix="0.05 gives 95% intervals (in (0, 1))."
+    )
     if cov_type not in COV_TYPES:
         raise ValueError(
             f"`cov_type` must be one of {list(COV_TYPES)} (statsmodels' OLS covariances), got {cov_type!r}."
