@@ -182,7 +182,7 @@ def test_colours_come_from_scanpy_palettes(fitted):
     from scanpy.plotting import palettes
 
     assert [METHOD_COLORS["tbr"], METHOD_COLORS["baseline"]] == palettes.default_20[:2]
-    ax = sctbr.pl.tree(fitted, show=False)
+    ax = sctbr.pl.tree(fitted, changes=False, show=False)  # the trained deltas: every latent has changes to draw
     latent_clouds = _scatters(ax)[2:]
     assert [to_hex(c.get_facecolor()[0]) for c in latent_clouds] == palettes.default_20[: len(latent_clouds)]
 
