@@ -160,7 +160,8 @@ KEYS = ["recipe", "shape", "cells", "latents", "changes", "psi", "seed"]
 
 
 def grid(args) -> list[dict]:
-    values = (args.recipes, args.shapes, args.cells, args.latents, args.changes, args.psi, range(args.seeds))
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    values = (args.recipes, args.shapes, args.cells, args.latents, args.changes, args.psi, seeds)
     extra = {"baseline": not args.no_baseline, "stability": args.stability}
     return [dict(zip(KEYS, combo, strict=True)) | extra for combo in itertools.product(*values)]
 
@@ -205,8 +206,9 @@ def plot(df: pd.DataFrame, path: Path) -> None:
             stats = rows.groupby("cells")["tbr_mcc"].agg(["mean", "min"])
             line = ax.plot(stats.index, stats["mean"], marker="o", label=shape)[0]
             ax.plot(stats.index, stats["min"], ls=":", color=line.get_color())
-        base = sub.groupby("cells")["baseline_mcc"].mean()
-        ax.plot(base.index, base.values, color="grey", ls="--", label="baseline (all shapes)")
+        if "baseline_mcc" in sub and sub["baseline_mcc"].notna().any():
+            base = sub.groupby("cells")["baseline_mcc"].mean()
+            ax.plot(base.index, base.values, color="grey", ls="--", label="baseline (all shapes)")
         ax.axhline(0.95, color="black", lw=0.5)
         ax.set_xscale("log")
         ax.set_xlabel("cells per environment")
@@ -225,6 +227,7 @@ def main(argv=None) -> None:
     p.add_argument("--changes", default="k1,bern0.3")
     p.add_argument("--psi", default="mlp,regulatory")
     p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--recipes", default="default", help=f"comma-separated, from {sorted(RECIPES)}")
     p.add_argument("--no-baseline", action="store_true", help="fit TBR only")
     p.add_argument("--stability", type=int, default=0, help="also run tl.stability with this many seeds (0: off)")
