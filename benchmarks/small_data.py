@@ -55,7 +55,7 @@ def _apply_recipe(name: str) -> dict:
     import functools
 
     import sctbr.model._basis as basis
-    import sctbr.model._model as model
+    import sctbr.model._heads as model  # where the fit calls refine_basis
 
     recipe = RECIPES[name]
     model.refine_basis = basis.refine_basis

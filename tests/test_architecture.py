@@ -287,7 +287,7 @@ ALLOWED_PRIVATE_IMPORTS = {
     "tests/model/test_heads.py": {
         "sctbr.model._heads:encode",
         "sctbr.model._heads:node_heads",
-        "sctbr.model._model",  # to intercept refine_basis and see the heads it is given
+        "sctbr.model._heads",  # to intercept refine_basis and see the heads it is given
         "sctbr.model._module:_padded_paths",
     },
     "tests/model/test_lam_path.py": {"sctbr.model._lam_path:DEFAULT_LAM_GRID"},

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from sctbr._constants import ENV_KEY, X_KEY
+from sctbr.model._basis import refine_basis
 from sctbr.model._data import batch_from
 
 #: Cells per forward pass when reading a trained model.
@@ -68,3 +69,30 @@ def encode(module, data: dict, idx: np.ndarray | None = None, batch_size: int = 
     return map_batches(
         module, data, lambda b: module.inference(b[X_KEY])["z"], idx, batch_size, empty=(0, module.n_latent)
     )
+
+
+@torch.no_grad()
+def refine_module(module, tree, environments, data: dict, train_idx: np.ndarray, random_state: int) -> dict:
+    """The basis refinement of a trained module, in place: latents to the basis with the sparsest arc changes.
+
+    The latents of the training cells give their correlation, :func:`node_heads` the heads, and
+    :func:`~sctbr.model.refine_basis` the map, folded into the module by ``apply_basis`` (unobserved heads too).
+    Environments without training cells (e.g. unused categories) have free heads, like internal nodes.
+    """
+    z = encode(module, data, train_idx).astype(np.float64)
+    corr = np.atleast_2d(np.corrcoef(z.T))
+    parent_index = np.array([-1] + [tree.node_index([p])[0] for p, _ in tree.arcs], dtype=int)
+    present = np.unique(data[ENV_KEY].numpy()[np.asarray(train_idx)])
+    observed = np.isin(np.asarray(tree.nodes), [environments[i] for i in present])
+    # (targets x nodes x latents); a single target keeps the 2-D form
+    node_w = np.ascontiguousarray(node_heads(module, tree).transpose(1, 0, 2))
+    if module.n_targets == 1:
+        node_w = node_w[0]
+    m, v, value, start_value = refine_basis(
+        node_w, parent_index, observed, corr, penalty=module.penalty, log_eps=module.log_eps, random_state=random_state
+    )
+    if module.n_targets == 1:
+        module.apply_basis(m, v[0], v[1:] - v[parent_index[1:]])
+    else:
+        module.apply_basis(m, v[:, 0], (v[:, 1:] - v[:, parent_index[1:]]).transpose(1, 0, 2))
+    return {"penalty_before": float(start_value), "penalty_after": float(value), "basis": m}

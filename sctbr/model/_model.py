@@ -21,9 +21,8 @@ from sctbr._validation import check_model_args as _check_model_args
 from sctbr._validation import check_setup as _check_setup
 from sctbr._validation import check_train_args as _check_train_args
 from sctbr.model import _checkpoint as ckpt
-from sctbr.model._basis import refine_basis
 from sctbr.model._data import TBRDataModule, max_abs, prepare_arrays
-from sctbr.model._heads import encode, node_heads
+from sctbr.model._heads import refine_module
 from sctbr.model._lam_path import check_lam_grid, select
 from sctbr.model._module import TBRModule, resolve_losses
 from sctbr.model._outputs import OutputsMixin
@@ -467,36 +466,9 @@ class TBR(OutputsMixin, TransferMixin, BaseModelClass):
         finally:
             ckpt.remove_dir(log_dir)
 
-    @torch.no_grad()
     def _refine(self, data: dict, train_idx: np.ndarray, random_state: int) -> dict:
         """Stage 2: move the latents to the basis (and unobserved heads to the values) with the sparsest changes."""
-        module = self.module
-        z = encode(module, data, train_idx).astype(np.float64)
-        corr = np.atleast_2d(np.corrcoef(z.T))
-        tree = self.tree
-        parent_index = np.array([-1] + [tree.node_index([p])[0] for p, _ in tree.arcs], dtype=int)
-        # environments without training cells (e.g. unused categories) have free heads, like internal nodes
-        present = np.unique(data[ENV_KEY].numpy()[np.asarray(train_idx)])
-        observed = np.isin(np.asarray(tree.nodes), [self.environments_[i] for i in present])
-        n_targets = module.n_targets
-        # (targets x nodes x latents); a single target keeps the 2-D form
-        node_w = np.ascontiguousarray(node_heads(module, tree).transpose(1, 0, 2))
-        if n_targets == 1:
-            node_w = node_w[0]
-        m, v, value, start_value = refine_basis(
-            node_w,
-            parent_index,
-            observed,
-            corr,
-            penalty=module.penalty,
-            log_eps=module.log_eps,
-            random_state=random_state,
-        )
-        if n_targets == 1:
-            module.apply_basis(m, v[0], v[1:] - v[parent_index[1:]])
-        else:
-            module.apply_basis(m, v[:, 0], (v[:, 1:] - v[:, parent_index[1:]]).transpose(1, 0, 2))
-        return {"penalty_before": float(start_value), "penalty_after": float(value), "basis": m}
+        return refine_module(self.module, self.tree, self.environments_, data, train_idx, random_state)
 
     def _finite(self) -> bool:
         return all(torch.isfinite(p).all() for p in self.module.parameters())

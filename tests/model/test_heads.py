@@ -25,7 +25,7 @@ def test_node_heads_are_written_once(make_adata, fast_model_kwargs, monkeypatch,
     and the training forward pass (sparse product or gathered arcs) gives the same heads for the environments."""
     import torch
 
-    import sctbr.model._model as model_module
+    import sctbr.model._heads as heads_module
     from sctbr.model._heads import node_heads
     from sctbr.model._module import _padded_paths
 
@@ -64,7 +64,7 @@ def test_node_heads_are_written_once(make_adata, fast_model_kwargs, monkeypatch,
         seen["heads"] = node_w
         raise RuntimeError("captured")
 
-    monkeypatch.setattr(model_module, "refine_basis", capture)
+    monkeypatch.setattr(heads_module, "refine_basis", capture)
     with pytest.raises(RuntimeError, match="captured"):
         model._refine(model._arrays(adata), np.arange(adata.n_obs), 0)
     np.testing.assert_array_equal(seen["heads"], heads[:, 0] if n_t == 1 else heads.transpose(1, 0, 2))
