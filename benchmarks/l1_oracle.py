@@ -27,11 +27,11 @@ import time
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import linprog
 
 import sctbr
 from sctbr.metrics import mcc
 from sctbr.model import refine_basis
+from sctbr.model._basis_lp import _DirectionProgram, _free_heads
 
 
 def _tree_arrays(adata):
@@ -45,37 +45,9 @@ def _tree_arrays(adata):
 
 
 def l1_with_free_nodes(weights: np.ndarray, parent: np.ndarray, observed: np.ndarray) -> float:
-    """Smallest sum of |w_child - w_parent| over the heads of unobserved nodes (observed heads fixed)."""
-    total = 0.0
-    free = np.flatnonzero(~observed)
-    col = {int(f): i for i, f in enumerate(free)}
-    arcs = [(p, c) for c, p in enumerate(parent) if p >= 0]
-    for j in range(weights.shape[1]):
-        # variables: free heads (len(free)), then one bound t_a per arc; minimise sum t_a, t_a >= |w_c - w_p|
-        nv = len(free) + len(arcs)
-        cost = np.r_[np.zeros(len(free)), np.ones(len(arcs))]
-        rows, rhs = [], []
-        for a, (p, c) in enumerate(arcs):
-            for sign in (1.0, -1.0):
-                row = np.zeros(nv)
-                row[len(free) + a] = -1.0
-                const = 0.0
-                for node, s in ((c, sign), (p, -sign)):
-                    if node in col:
-                        row[col[node]] += s
-                    else:
-                        const += s * weights[node, j]
-                rows.append(row)
-                rhs.append(-const)
-        res = linprog(
-            cost,
-            A_ub=np.array(rows),
-            b_ub=np.array(rhs),
-            bounds=[(None, None)] * len(free) + [(0, None)] * len(arcs),
-            method="highs",
-        )
-        total += float(res.fun)
-    return total
+    """Smallest sum of |w_child - w_parent| over the heads of unobserved nodes (observed heads fixed), by LP."""
+    program = _DirectionProgram(weights, parent, observed)
+    return _free_heads(program, np.eye(weights.shape[1]))[0]
 
 
 def simulate(shape: str, d: int, seed: int, k):
