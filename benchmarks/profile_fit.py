@@ -200,6 +200,11 @@ def main() -> None:
         action="store_true",
         help="also time the call with torch's default (unfused) Adam, plan_kwargs={'fused': False}, alternately",
     )
+    p.add_argument(
+        "--compare-before",
+        action="store_true",
+        help="also time the call as it was before the speed policy (batch 128, lr 3e-3, no stopping rule), alternately",
+    )
     args = p.parse_args()
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -216,6 +221,8 @@ def main() -> None:
     variants = {"default": {}}
     if args.compare_unfused:
         variants = {"unfused Adam": {"plan_kwargs": {"fused": False}}, "default": {}}
+    if args.compare_before:
+        variants = {"before (128, fixed steps)": {"batch_size": 128, "lr": 3e-3, "early_stopping": False}, **variants}
     units: dict[str, list[float]] = {name: [] for name in variants}
     cpu_units: dict[str, list[float]] = {name: [] for name in variants}
     for r in range(args.repeats):

@@ -47,6 +47,8 @@ RECIPES = {
     "lp": {"lp_start": True, "weight_decay": 0.0},
     "lp_wd": {"lp_start": True, "weight_decay": 1e-3},
     "wd": {"lp_start": False, "weight_decay": 1e-3},
+    # the fit before the speed policy (issue 17): batches of 128 at lr 3e-3 at every size, no stopping rule
+    "fixed_steps": {"fit": {"batch_size": 128, "lr": 3e-3, "early_stopping": False}},
 }
 
 
@@ -61,9 +63,10 @@ def _apply_recipe(name: str) -> dict:
     model.refine_basis = basis.refine_basis
     if "lp_start" in recipe:
         model.refine_basis = functools.partial(basis.refine_basis, lp_start=recipe["lp_start"])
+    kwargs = dict(recipe.get("fit", {}))
     if "weight_decay" in recipe:
-        return {"plan_kwargs": {"weight_decay": recipe["weight_decay"]}}
-    return {}
+        kwargs["plan_kwargs"] = {"weight_decay": recipe["weight_decay"]}
+    return kwargs
 
 
 def _span_r2(z_true: np.ndarray, z_fit: np.ndarray) -> float:

@@ -358,8 +358,8 @@ def check_train_args(
 ) -> None:
     """The numeric arguments of :meth:`sctbr.model.TBR.train` (and of ``sctbr.tl``), before any work."""
     check_int("max_epochs", max_epochs, none_ok=True, fix="Pass the number of epochs (e.g. 300), or None.")
-    check_real("lr", lr, low=0.0, low_open=True, fix="The learning rate, e.g. 3e-3.")
-    check_int("batch_size", batch_size, fix="Cells per batch, e.g. 128.")
+    check_real("lr", lr, low=0.0, low_open=True, none_ok=True, fix="The learning rate, e.g. 3e-3, or None.")
+    check_int("batch_size", batch_size, none_ok=True, fix="Cells per batch, e.g. 128, or None.")
     check_fraction("train_size", train_size, zero_ok=False, fix="The fraction of cells for training, e.g. 0.8.")
     check_fraction(
         "validation_size", validation_size, one_ok=False, fix="The fraction of cells for validation, e.g. 0.2."
@@ -375,4 +375,5 @@ def check_train_args(
     check_grid("lam_grid", lam_grid)
     check_real("path_epochs", path_epochs, low=0.0, high=1.0, low_open=True, fix="A fraction of max_epochs, e.g. 0.1.")
     check_bool("refine", refine)
-    check_bool("early_stopping", early_stopping)
+    if early_stopping is not None:
+        check_bool("early_stopping", early_stopping)

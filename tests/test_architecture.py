@@ -293,6 +293,13 @@ ALLOWED_PRIVATE_IMPORTS = {
     "tests/model/test_lam_path.py": {"sctbr.model._lam_path:DEFAULT_LAM_GRID"},
     "tests/model/test_module.py": {"sctbr.model._module:GATHER_MIN_ENVIRONMENTS"},
     "tests/model/test_phases.py": {"sctbr.model._phases:label", "sctbr.model._phases:plan_phases"},
+    "tests/model/test_policy.py": {  # the default batch size, learning rate and stopping rule of a fit
+        "sctbr.model._policy:DEFAULT_LR",
+        "sctbr.model._policy:LARGE_DATA",
+        "sctbr.model._policy:batch_size_for",
+        "sctbr.model._policy:lr_for",
+        "sctbr.model._policy:resolve",
+    },
     "tests/model/test_quiet.py": {"sctbr.model._quiet:LIGHTNING_LOGGERS", "sctbr.model._quiet:quiet_training"},
     "tests/model/test_reliability.py": {"sctbr.model._checkpoint:current_version"},
     "tests/model/test_sparse_arc.py": {"sctbr.model._sparse_arc:lasso", "sctbr.model._sparse_arc:logistic_lasso"},

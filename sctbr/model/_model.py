@@ -27,14 +27,14 @@ from sctbr.model._lam_path import check_lam_grid, select
 from sctbr.model._module import TBRModule, resolve_losses
 from sctbr.model._outputs import OutputsMixin
 from sctbr.model._phases import PhaseWork, phase_callbacks, plan_phases
+from sctbr.model._policy import DEFAULT_BATCH_SIZE
+from sctbr.model._policy import resolve as _resolve_policy
 from sctbr.model._quiet import QuietTrainRunner
 from sctbr.model._threads import fit_threads, torch_threads
 from sctbr.model._trainingplan import TBRTrainingPlan
 from sctbr.model._transfer import TransferMixin
 
-#: Default learning rate, epochs and batch size of :meth:`TBR.train` (chosen on simulations; see the docs).
-DEFAULT_LR = 3e-3
-DEFAULT_BATCH_SIZE = 128
+# Base learning rate and batch size of :meth:`TBR.train`; ``None`` applies the policy of ``_policy`` (the docs).
 #: Default sparsity weight (relative to the standardised target's variance), chosen on simulations.
 DEFAULT_LAM = 1e-3
 
@@ -241,8 +241,8 @@ class TBR(OutputsMixin, TransferMixin, BaseModelClass):
         self,
         max_epochs: int | None = None,
         *,
-        lr: float = DEFAULT_LR,
-        batch_size: int = DEFAULT_BATCH_SIZE,
+        lr: float | None = None,
+        batch_size: int | None = None,
         train_size: float = 0.8,
         validation_size: float = 0.2,
         refine: bool = True,
@@ -252,7 +252,7 @@ class TBR(OutputsMixin, TransferMixin, BaseModelClass):
         path_epochs: float = 0.1,
         accelerator: str = "auto",
         devices: int | list[int] | str = "auto",
-        early_stopping: bool = False,
+        early_stopping: bool | None = None,
         random_state: int = 0,
         plan_kwargs: dict | None = None,
         checkpoint_dir: str | None = None,
@@ -293,9 +293,10 @@ class TBR(OutputsMixin, TransferMixin, BaseModelClass):
         max_epochs
             Epochs in all; ``None`` picks about 20 000 optimiser steps, at most 300 epochs.
         lr
-            Initial learning rate of phase 1 (cosine decay to 5% of it within each phase).
+            Initial learning rate of phase 1 (cosine decay to 5% of it within each phase). ``None``:
+            ``DEFAULT_LR * sqrt(batch_size / 128)``.
         batch_size
-            Cells per batch.
+            Cells per batch. ``None``: 128, or 1 024 from 8 192 training cells on (:doc:`/training`, "Speed").
         train_size, validation_size
             Fractions of every environment's cells for training and validation (stratified); the rest is a
             test set, in ``model.test_indices``.
@@ -312,8 +313,9 @@ class TBR(OutputsMixin, TransferMixin, BaseModelClass):
         accelerator, devices
             As in Lightning / scvi-tools.
         early_stopping
-            End a phase when the validation objective stops improving (``early_stopping_patience`` etc. can be
-            passed as keyword arguments).
+            End a phase when the validation objective has not improved for 20 epochs (``early_stopping_patience``
+            etc. can be passed as keyword arguments). ``None``: on from 8 192 training cells on, when there are
+            validation cells and the fit runs in one process (not under DDP).
         random_state
             Seed of the split, the batch order and the refinement's starts.
         plan_kwargs
@@ -362,6 +364,11 @@ class TBR(OutputsMixin, TransferMixin, BaseModelClass):
         if backed not in ("load", "stream"):
             raise ValueError(f"`backed` must be 'load' or 'stream', got {backed!r}.")
         data = self._arrays(self.adata, backed=backed)
+        can_stop = validation_size > 0 and not ckpt.is_ddp(trainer_kwargs)
+        batch_size, lr, early_stopping = _resolve_policy(
+            int(train_size * len(data[Y_KEY])), batch_size, lr, early_stopping, can_stop=can_stop
+        )
+        self.batch_size_, self.lr_ = batch_size, lr
         datamodule = TBRDataModule(
             data,
             train_size=train_size,

@@ -19,6 +19,7 @@ from lightning.pytorch.callbacks import Callback, ProgressBar
 
 from sctbr.model import _lam_path
 from sctbr.model._checkpoint import is_ddp, sync_from_rank_zero
+from sctbr.model._policy import PATIENCE
 from sctbr.model._trainingplan import Phase
 
 
@@ -205,11 +206,13 @@ class PhaseEarlyStopping(Callback):
         self,
         monitor: str = "validation_loss",
         min_delta: float = 0.0,
-        patience: int = 45,
+        patience: int = PATIENCE,
         mode: str = "min",
         warmup_epochs: int = 0,
+        phases: tuple[str, ...] | None = None,
     ):
         self.monitor, self.min_delta, self.patience = monitor, float(min_delta), int(patience)
+        self.phases = None if phases is None else tuple(phases)
         self.sign = 1.0 if mode == "min" else -1.0
         self.warmup_epochs = int(warmup_epochs)
         self.best, self.wait, self.phase = float("inf"), 0, -1
@@ -224,6 +227,8 @@ class PhaseEarlyStopping(Callback):
         if index != self.phase:  # a new phase: a new objective
             self.best, self.wait, self.phase = float("inf"), 0, index
         if value is None or pl_module.phase_epoch < self.warmup_epochs:
+            return
+        if self.phases is not None and pl_module.phase.name not in self.phases:
             return
         value = self.sign * float(value)
         if value < self.best - self.min_delta:

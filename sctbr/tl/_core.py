@@ -29,7 +29,7 @@ from sctbr._validation import (
     check_train_args,
     label_levels,
 )
-from sctbr.model import DEFAULT_BATCH_SIZE, DEFAULT_LAM, DEFAULT_LR, TBR, read_columns
+from sctbr.model import DEFAULT_LAM, TBR, read_columns
 from sctbr.tl._support import Changes, estimate_changes
 from sctbr.tl._write import write_result
 
@@ -241,8 +241,8 @@ def fit(
     var_names: Sequence[str] | None = None,
     layer: str | None = None,
     max_epochs: int | None = None,
-    lr: float = DEFAULT_LR,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    lr: float | None = None,
+    batch_size: int | None = None,
     train_size: float = 0.8,
     validation_size: float = 0.2,
     n_restarts: int = 1,
@@ -374,8 +374,8 @@ def fit(
         "hidden": np.asarray(hidden, dtype=int),
         "layer": layer if layer is not None else "",
         "max_epochs": int(len(history)),
-        "lr": float(lr),
-        "batch_size": int(batch_size),
+        "lr": float(model.lr_),
+        "batch_size": int(model.batch_size_),
         "train_size": float(train_size),
         "validation_size": float(validation_size),
         "n_restarts": int(n_restarts),

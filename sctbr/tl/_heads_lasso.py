@@ -110,11 +110,13 @@ class Problem:
         *,
         start: np.ndarray | None = None,
         max_iter: int = 20000,
-        tol: float = 1e-8,
+        tol: float = 1e-6,
     ) -> np.ndarray:
         """Minimise the loss plus ``lam * sum omega |Delta|`` by FISTA; returns ``theta``.
 
-        ``penalty``: per-entry weights ``omega`` (arcs x d, default 1); ``inf`` fixes an entry at 0.
+        ``penalty``: per-entry weights ``omega`` (arcs x d, default 1); ``inf`` fixes an entry at 0. Stops when a step
+        moves ``theta`` by less than ``tol`` relative to its norm (1e-6: on issue 17's 12 000-cell fit the called
+        changes and their bootstrap frequencies were identical to those at 1e-8, in a third of the time).
         """
         p = self.c.size
         omega = np.ones(p - self.d1) if penalty is None else np.asarray(penalty, dtype=np.float64).reshape(-1)

@@ -126,8 +126,14 @@ def _choose(path, one_se: bool):
     return path[best]
 
 
-def _select(prob: _Problem, method: str, n_lambda: int, ratio: float, lam: float | None = None, penalty=None):
-    """``(lam, support, delta, penalty)`` of one method; with ``lam`` given no path is run (the bootstrap)."""
+def _select(
+    prob: _Problem, method: str, n_lambda: int, ratio: float, lam: float | None = None, penalty=None, start=None
+):
+    """``(lam, support, delta, penalty, theta)`` of one method; with ``lam`` given no path is run (the bootstrap).
+
+    ``start``: where the solver starts with ``lam`` given (the bootstrap starts from the full data's solution, which
+    lies close to its own: the same optimum in fewer iterations).
+    """
     relaxed = method.startswith("relaxed")
     if method == "adaptive" and penalty is None:
         init = prob.quad.split(_choose(_path(prob, None, n_lambda, ratio, False), False)[2])[1]
@@ -137,11 +143,11 @@ def _select(prob: _Problem, method: str, n_lambda: int, ratio: float, lam: float
             _path(prob, penalty, n_lambda, ratio, relaxed), method in ("relaxed", "lasso_1se")
         )[:3]
     else:
-        theta = prob.quad.solve(lam, penalty)
+        theta = prob.quad.solve(lam, penalty, start=start)
         support = prob.quad.split(theta)[1] != 0
         if relaxed:
             theta = prob.quad.refit(support)
-    return lam, support, prob.quad.split(theta)[1], penalty
+    return lam, support, prob.quad.split(theta)[1], penalty, theta
 
 
 def estimate_changes(
@@ -211,7 +217,7 @@ def estimate_changes(
     ys = (y - mean) / std
 
     prob = _Problem(z, ys, env, path, train, validation)
-    lam, support, delta, penalty = _select(prob, method, n_lambda, lambda_ratio)
+    lam, support, delta, penalty, theta = _select(prob, method, n_lambda, lambda_ratio)
     freq = support.astype(float)
     if n_bootstrap > 0:
         rng = np.random.default_rng(random_state)
@@ -219,7 +225,7 @@ def estimate_changes(
         for _ in range(n_bootstrap):
             w = rng.multinomial(train.size, np.full(train.size, 1.0 / train.size)).astype(float)
             boot = _Problem(z, ys, env, path, train, validation, weights=w)
-            counts += _select(boot, method, n_lambda, lambda_ratio, lam=lam, penalty=penalty)[1]
+            counts += _select(boot, method, n_lambda, lambda_ratio, lam=lam, penalty=penalty, start=theta)[1]
         freq = counts / n_bootstrap
     changed = support & (freq >= min_frequency)
     unresolved = np.zeros_like(changed)

@@ -9,7 +9,7 @@ from anndata import AnnData
 
 from sctbr._constants import BASELINE_KEY, TBR_KEY, result_keys
 from sctbr._docs import doc_params
-from sctbr.model import DEFAULT_BATCH_SIZE, DEFAULT_LAM, DEFAULT_LR
+from sctbr.model import DEFAULT_LAM
 from sctbr.tl._core import fit
 
 
@@ -56,8 +56,8 @@ def tbr(
     layer: str | None = None,
     key_added: str | None = None,
     max_epochs: int | None = None,
-    lr: float = DEFAULT_LR,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    lr: float | None = None,
+    batch_size: int | None = None,
     train_size: float = 0.8,
     validation_size: float = 0.2,
     n_restarts: int = 1,
@@ -156,8 +156,8 @@ def baseline(
     layer: str | None = None,
     key_added: str | None = None,
     max_epochs: int | None = None,
-    lr: float = DEFAULT_LR,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    lr: float | None = None,
+    batch_size: int | None = None,
     train_size: float = 0.8,
     validation_size: float = 0.2,
     n_restarts: int = 1,
