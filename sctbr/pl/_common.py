@@ -77,16 +77,17 @@ def renderer(fig):
 
 
 def _overflow(ax, renderer) -> Bbox | None:
-    """Union of the window extents of the axes' legend and texts (the artists that may lie outside it)."""
+    """Union of the extents of the axes' legend, texts and inset axes (e.g. a colorbar): what may lie outside it."""
     legend = ax.get_legend()
     artists = [a for a in [*ax.texts, *([legend] if legend is not None else [])] if a.get_visible()]
     boxes = [a.get_window_extent(renderer) for a in artists]
+    boxes += [child.get_tightbbox(renderer) for child in ax.child_axes if child.get_visible()]
     boxes = [b for b in boxes if b.width > 0 or b.height > 0]
     return Bbox.union(boxes) if boxes else None
 
 
 def fit_in_slot(ax, slot: Bbox | None = None, *, iterations: int = 4) -> None:
-    """Shrink ``ax`` so that its legend and texts lie inside ``slot`` (figure coordinates; default: its box now).
+    """Shrink ``ax`` so that its legend, texts and inset axes lie inside ``slot`` (figure coordinates; default: its box now).
 
     A legend or leaf labels placed outside the plot area then take room from this plot, not from its neighbours in
     a grid. The axes keeps at least 30 % of its slot on each side.

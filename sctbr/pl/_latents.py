@@ -11,7 +11,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.gridspec import GridSpecFromSubplotSpec
 
-from sctbr._constants import TBR_KEY, TRUE_LATENTS_KEY, stored_keys
+from sctbr._constants import SIMULATION_KEY, TBR_KEY, TRUE_LATENTS_KEY, stored_keys
 from sctbr._docs import doc_params
 from sctbr.metrics import match_latents
 from sctbr.pl._common import METHOD_COLORS, finish, get_run
@@ -23,6 +23,7 @@ def latents_vs_truth(
     *,
     key: str = TBR_KEY,
     truth: str = TRUE_LATENTS_KEY,
+    truth_names: Sequence[str] | None = None,
     method: str = "pearson",
     max_points: int = 3000,
     random_state: int = 0,
@@ -48,6 +49,10 @@ def latents_vs_truth(
         "Where results go" in the API reference).
     truth
         ``obsm`` key of the true latents.
+    truth_names
+        Names of the true latents, for the x-axis labels. Default: the held-out genes of
+        :func:`sctbr.datasets.semisynthetic` (``adata.uns["simulation"]["latent_genes"]``) when ``truth`` is their
+        ``obsm`` key, else ``true latent 0``, ``true latent 1``, ...
     method
         ``"pearson"`` or ``"spearman"``.
     max_points
@@ -81,13 +86,14 @@ def latents_vs_truth(
     z_est = np.asarray(adata.obsm[rep], dtype=float)
     match = match_latents(z_true, z_est, method=method)
     d = z_true.shape[1]
+    names = _truth_names(adata, truth, d, truth_names)
     fig, axs = _panels(ax, d, title=f"{key}: latents vs truth")
     rng = np.random.default_rng(random_state)
     cells = rng.choice(len(z_true), size=min(max_points, len(z_true)), replace=False)
     color = METHOD_COLORS.get(str(run["params"]["method"]), "#333333")
     paired = dict(zip(match["true_index"], zip(match["est_index"], match["corr"], strict=True), strict=True))
     for j, panel in enumerate(axs):
-        panel.set_xlabel(f"true latent {j}")
+        panel.set_xlabel(names[j])
         if j not in paired:
             panel.set_title("no match")
             continue
@@ -96,6 +102,19 @@ def latents_vs_truth(
         panel.set_ylabel(f"{key} latent {e}")
         panel.set_title(f"r = {r:.3f}", fontsize="medium")
     return finish(fig, axs, writekey="latents_vs_truth", show=show, save=save, return_fig=return_fig)
+
+
+def _truth_names(adata: AnnData, truth: str, d: int, names: Sequence[str] | None) -> list[str]:
+    """Axis label of every true latent: ``names``, the semi-synthetic latent genes, or ``true latent j``."""
+    if names is None:
+        simulation = adata.uns.get(SIMULATION_KEY)
+        genes = simulation.get("latent_genes") if truth == TRUE_LATENTS_KEY and hasattr(simulation, "get") else None
+        if genes is not None and len(genes) == d:
+            return [str(g) for g in np.asarray(genes).astype(str)]
+        return [f"true latent {j}" for j in range(d)]
+    if isinstance(names, str) or len(names) != d:
+        raise ValueError(f"`truth_names` must name each of the {d} true latents in adata.obsm[{truth!r}].")
+    return [str(n) for n in names]
 
 
 def _panels(ax, n: int, *, title: str) -> tuple[Figure, list[Axes]]:

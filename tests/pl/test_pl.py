@@ -355,7 +355,7 @@ def test_weights_heatmap_rows_follow_the_tree_and_colours_centre_at_zero(fitted)
     assert [x.get_text() for x in ax.get_xticklabels()] == ["latent 0", "latent 1"]
     low, high = image.get_clim()
     assert low == -high > -np.inf
-    assert len(ax.figure.axes) == 2  # with a colorbar
+    assert len(ax.child_axes) == 1  # with a colorbar (an inset: it moves with the heatmap when the axes shrink)
     expected = fitted.uns["tbr"]["environment_weights"].loc[["n00", "n01", "n10", "n11"]].to_numpy()
     np.testing.assert_allclose(image.get_array(), expected)
 
@@ -431,6 +431,17 @@ def test_latents_vs_truth_has_one_panel_per_true_latent_with_its_correlation(fit
     assert all(ax.get_title().startswith("r = ") for ax in axs)
     assert all(len(_scatters(ax)) == 1 for ax in axs)
     assert isinstance(sctbr.pl.latents_vs_truth(fitted, return_fig=True), Figure)
+
+
+def test_latents_vs_truth_names_the_true_latents(fitted):
+    assert [ax.get_xlabel() for ax in sctbr.pl.latents_vs_truth(fitted)] == ["true latent 0", "true latent 1"]
+    semi = fitted.copy()  # semi-synthetic data record the genes held out as latents
+    semi.uns["simulation"] = {**semi.uns["simulation"], "latent_genes": np.array(["PSMB2", "VCP"])}
+    assert [ax.get_xlabel() for ax in sctbr.pl.latents_vs_truth(semi)] == ["PSMB2", "VCP"]
+    axs = sctbr.pl.latents_vs_truth(semi, truth_names=["a", "b"])
+    assert [ax.get_xlabel() for ax in axs] == ["a", "b"]
+    with pytest.raises(ValueError, match="each of the 2 true latents"):
+        sctbr.pl.latents_vs_truth(semi, truth_names=["a"])
 
 
 # ---------------------------------------------------------------------- errors and stored results
