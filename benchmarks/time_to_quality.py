@@ -5,7 +5,10 @@ What is measured
 For each simulation size, ``sctbr.datasets.simulate`` (k = 1 change per arc, 5 latents, 10 inputs, MLP Psi, cells
 observed at every non-root node of a balanced binary tree) is fitted with the default recipe, ``TBR.train`` as
 ``sctbr.tl.tbr`` calls it (three stages: 70% of the epochs unpenalised, basis refinement, 30% proximal at 0.3 x lr;
-lr 3e-3, batches of 128, lambda 1e-3, default 80/20 train/validation split, no early stopping, seed 0).
+lambda 1e-3, default 80/20 train/validation split, seed 0), with the speed policy of ``sctbr/model/_policy.py``:
+below 8 192 training cells lr 3e-3, batches of 128 and no stopping rule; from 8 192 on batches of 512-1 024 at a
+square-root-scaled lr and a plateau rule per phase (so a budget is an upper bound there). ``--before`` fits as
+before the policy (batches of 128, lr 3e-3, no stopping rule at every size), for side-by-side factors.
 
 "Time until MCC >= 0.95": the stages, the cosine learning-rate schedule and the stage split all depend on
 ``max_epochs``, so stopping a fit part-way is not what a user gets from a shorter fit, and MCC before the refinement
@@ -103,7 +106,11 @@ def budgets(n_train: int, first: int, max_steps: int) -> list[int]:
     return out
 
 
-def fit_once(adata, epochs: int, accelerator: str, seed: int) -> dict:
+#: The fit before the speed policy (``--before``).
+BEFORE = {"batch_size": BATCH_SIZE, "lr": 3e-3, "early_stopping": False}
+
+
+def fit_once(adata, epochs: int, accelerator: str, seed: int, before: bool = False) -> dict:
     model = TBR(adata, tree=adata.uns["environment_tree"], n_latent=5, random_state=seed)
     mem_before = reset_peak(accelerator)
     cpu0, t0 = time.process_time(), time.perf_counter()
@@ -113,6 +120,7 @@ def fit_once(adata, epochs: int, accelerator: str, seed: int) -> dict:
         random_state=seed,
         enable_progress_bar=False,
         enable_model_summary=False,
+        **(BEFORE if before else {}),
     )
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     peak = peak_mib(accelerator)
@@ -120,11 +128,14 @@ def fit_once(adata, epochs: int, accelerator: str, seed: int) -> dict:
     z = model.get_latent_representation()
     score = sctbr.metrics.mcc(adata.obsm["Z_true"][val], z[val])
     n_train = len(model.train_indices)
+    run_epochs = len(model.history["train_loss"])  # fewer than the budget when the plateau rule ended phases
+    steps = run_epochs * math.ceil(n_train / model.batch_size_)
     del model
     gc.collect()
     return {
         "epochs": epochs,
-        "steps": epochs * math.ceil(n_train / BATCH_SIZE),
+        "epochs_run": run_epochs,
+        "steps": steps,
         "mcc": score,
         "wall": wall,
         "cpu": cpu,
@@ -150,12 +161,12 @@ def run_size(name: str, depth: int, per_env: int, args) -> dict:
     )
     fits, cumulative = [], 0.0
     for epochs in ladder:
-        res = fit_once(adata, epochs, args.accelerator, args.seed)
+        res = fit_once(adata, epochs, args.accelerator, args.seed, before=args.before)
         cumulative += res["wall"]
         res["cumulative"] = cumulative
         fits.append(res)
         print(
-            f"  {epochs:>4} epochs ({res['steps']:>6} steps): MCC {res['mcc']:.3f}  wall {res['wall']:7.1f} s  "
+            f"  {epochs:>4} epochs ({res['epochs_run']} run, {res['steps']:>6} steps): MCC {res['mcc']:.3f}  wall {res['wall']:7.1f} s  "
             f"cpu {res['cpu']:7.1f} s  {res['cells_per_s']:>8.0f} cells/s  "
             f"mem {res['mem_before']:.0f} -> peak {res['peak']:.0f} MiB",
             flush=True,
@@ -214,6 +225,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--accelerator", default="cpu", choices=["cpu", "gpu"])
     p.add_argument("--threads", type=int, default=1, help="torch threads (0: leave torch's default)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--before", action="store_true", help="fit as before the speed policy (128, lr 3e-3, no stopping)")
     return p
 
 

@@ -63,7 +63,8 @@ key_added
 max_epochs
     Epochs; ``None`` picks about 20 000 optimiser steps (at most 300 epochs).
 lr
-    Initial learning rate of Adam (cosine decay); ``None``: ``3e-3 * sqrt(batch_size / 128)``.
+    Initial learning rate of Adam (cosine decay); ``None``: 3e-3, scaled by ``sqrt(batch_size / 128)`` when
+    ``batch_size`` is also ``None``.
 batch_size
     Cells per batch; ``None``: 128, or 1 024 from 8 192 training cells on (:doc:`/training`, "Speed").
 train_size, validation_size

@@ -49,10 +49,10 @@ FUNCTIONS = {
 
 TABLE = [
     # numeric training arguments (tl.tbr, tl.fit, TBR.train share the checks)
-    ("tl.tbr", {"batch_size": 0}, ValueError, r"`batch_size` must be an integer >= 1, got 0"),
+    ("tl.tbr", {"batch_size": 0}, ValueError, r"`batch_size` must be an integer >= 1 or None, got 0"),
     ("tl.tbr", {"batch_size": 12.5}, TypeError, r"`batch_size` must be an integer"),
     ("tl.tbr", {"max_epochs": 0}, ValueError, r"`max_epochs` must be an integer >= 1 or None, got 0"),
-    ("tl.tbr", {"lr": 0.0}, ValueError, r"`lr` must be a finite number > 0, got 0.0\. The learning rate"),
+    ("tl.tbr", {"lr": 0.0}, ValueError, r"`lr` must be a finite number > 0 or None, got 0.0\. The learning rate"),
     ("tl.tbr", {"lr": float("inf")}, ValueError, r"`lr`"),
     ("tl.tbr", {"lr": "fast"}, TypeError, r"`lr` must be a finite number"),
     ("tl.tbr", {"train_size": 0.0}, ValueError, r"`train_size` must be a finite number > 0 and <= 1, got 0.0"),
@@ -140,7 +140,7 @@ TABLE = [
     ("TBR", {"lam": float("nan")}, ValueError, r"`lam`"),
     ("TBR", {"penalty": "l0"}, ValueError, r"`penalty`"),
     ("TBR", {"proximal": "yes"}, TypeError, r"`proximal` must be True or False"),
-    ("TBR.train", {"batch_size": 0}, ValueError, r"`batch_size` must be an integer >= 1, got 0"),
+    ("TBR.train", {"batch_size": 0}, ValueError, r"`batch_size` must be an integer >= 1 or None, got 0"),
     ("TBR.train", {"max_epochs": 0}, ValueError, r"`max_epochs`"),
     ("TBR.train", {"lr": -1e-3}, ValueError, r"`lr`"),
     ("TBR.train", {"sparsify_lr_factor": 0}, ValueError, r"`sparsify_lr_factor`"),

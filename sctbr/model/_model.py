@@ -293,8 +293,8 @@ class TBR(OutputsMixin, TransferMixin, BaseModelClass):
         max_epochs
             Epochs in all; ``None`` picks about 20 000 optimiser steps, at most 300 epochs.
         lr
-            Initial learning rate of phase 1 (cosine decay to 5% of it within each phase). ``None``:
-            ``DEFAULT_LR * sqrt(batch_size / 128)``.
+            Initial learning rate of phase 1 (cosine decay to 5% of it within each phase). ``None``: 3e-3, scaled
+            by ``sqrt(batch_size / 128)`` when ``batch_size`` is also ``None``.
         batch_size
             Cells per batch. ``None``: 128, or 1 024 from 8 192 training cells on (:doc:`/training`, "Speed").
         train_size, validation_size
@@ -369,6 +369,7 @@ class TBR(OutputsMixin, TransferMixin, BaseModelClass):
             int(train_size * len(data[Y_KEY])), batch_size, lr, early_stopping, can_stop=can_stop
         )
         self.batch_size_, self.lr_ = batch_size, lr
+        fit_settings.update(batch_size=batch_size, lr=lr, early_stopping=early_stopping)  # what resume must match
         datamodule = TBRDataModule(
             data,
             train_size=train_size,

@@ -11,8 +11,9 @@ Chosen by measurement (``benchmarks/small_data.py --recipes fixed_steps,default`
   training cells) keep batches of 128: larger ones leave too few steps (MCC fell on the small-data grid). At 1 024
   cells per batch with about 10 steps per epoch, a balanced tree with 1 000 cells per environment lost identification
   (MCC 0.93 against 0.98), hence the floor of 16 steps.
-- **Learning rate.** ``DEFAULT_LR * sqrt(batch_size / DEFAULT_BATCH_SIZE)`` (square-root scaling for Adam), for any
-  batch size, unless ``lr`` is given.
+- **Learning rate.** With the policy's batch size, ``DEFAULT_LR * sqrt(batch_size / DEFAULT_BATCH_SIZE)``
+  (square-root scaling for Adam); with a batch size the user gave, ``DEFAULT_LR`` (as before the policy: under DDP
+  ``batch_size`` is per process, so scaling it would not follow the effective batch anyway).
 - **Stopping.** From ``LARGE_DATA`` training cells on, each phase ends when the
   validation objective has not improved for ``PATIENCE`` epochs (:class:`~sctbr.model._phases.PhaseEarlyStopping`;
   only with validation cells and in one process). Small training sets run every phase to its end: on the
@@ -59,8 +60,9 @@ def resolve(
 
     ``can_stop``: the fit has validation cells and runs in one process (the stopping rule's conditions).
     """
+    if lr is None:
+        lr = lr_for(batch_size_for(n_train)) if batch_size is None else DEFAULT_LR
     batch_size = batch_size_for(n_train) if batch_size is None else int(batch_size)
-    lr = lr_for(batch_size) if lr is None else float(lr)
     if early_stopping is None:
         early_stopping = bool(can_stop and n_train >= LARGE_DATA)
-    return batch_size, lr, bool(early_stopping)
+    return batch_size, float(lr), bool(early_stopping)

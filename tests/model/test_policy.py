@@ -29,7 +29,7 @@ def test_learning_rate_scales_with_the_square_root_of_the_batch():
 
 def test_explicit_values_win_over_the_policy():
     assert resolve(50_000, None, None, None) == (1024, pytest.approx(lr_for(1024)), True)
-    assert resolve(50_000, 64, None, None) == (64, pytest.approx(lr_for(64)), True)
+    assert resolve(50_000, 64, None, None) == (64, DEFAULT_LR, True)  # a given batch size keeps the base lr
     assert resolve(50_000, None, 1e-3, False) == (1024, 1e-3, False)
     assert resolve(1_000, None, None, None) == (128, pytest.approx(DEFAULT_LR), False)
     assert resolve(1_000, None, None, True)[2] is True
