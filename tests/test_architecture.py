@@ -284,6 +284,15 @@ ALLOWED_PRIVATE_IMPORTS = {
         "sctbr.model._data:prepare_arrays",
         "sctbr.model._data:stratified_split",
     },
+    "tests/model/test_device_data.py": {  # the device copy is checked against the host batches, and on CPU
+        "sctbr._constants:ENV_KEY",
+        "sctbr._constants:X_KEY",
+        "sctbr._constants:Y_KEY",
+        "sctbr.model:_resident",  # to patch the device's free memory
+        "sctbr.model._data:_Batches",
+        "sctbr.model._data:prepare_arrays",
+        "sctbr.model._resident:resident_bytes",
+    },
     "tests/model/test_heads.py": {
         "sctbr.model._heads:encode",
         "sctbr.model._heads:node_heads",

@@ -9,6 +9,8 @@ batches are cut from them:
 - inputs of a backed (on-disk) AnnData are read in row blocks, restricted to the registered columns: either
   loaded block by block into memory (``backed="load"``: the file's other columns are never read) or streamed,
   block by block, for every epoch (``backed="stream"``: memory holds one block);
+- on an accelerator, the arrays are copied to the device once per fit when they fit (``_resident.py``) and the
+  batches are cut there; the batch order is drawn on the host, so it is the same on every device;
 - under DDP every process iterates its own shard of each epoch's (common) shuffled order, with the same number
   of batches on every process.
 """
@@ -24,6 +26,7 @@ import torch
 
 from sctbr._constants import ENV_KEY, X_KEY, Y_KEY
 from sctbr.model._backed import BackedRows, check_finite, is_backed_matrix, max_abs, read_columns
+from sctbr.model._resident import resident_arrays
 
 __all__ = ["BackedRows", "TBRDataModule", "batch_from", "max_abs", "prepare_arrays", "read_columns", "stratified_split"]
 
@@ -143,7 +146,9 @@ class _Batches:
     resumed from a checkpoint sees the same batches as an uninterrupted one). With ``world_size > 1`` every
     process keeps its shard (``rank::world_size``, truncated to the same length on every process) of the common
     order. Inputs on disk (:class:`BackedRows`) are shuffled by blocks: the block order and the cells within a
-    block are shuffled, and one block is read at a time.
+    block are shuffled, and one block is read at a time. With ``resident`` (the arrays on a device, from
+    ``resident_arrays``) the same order is cut from those: one copy of the epoch's
+    indices to the device, none per batch.
     """
 
     def __init__(
@@ -159,8 +164,10 @@ class _Batches:
         rank: int = 0,
         world_size: int = 1,
         block_cells: int | None = None,
+        resident: dict | None = None,
     ):
         self.data = data
+        self.resident = resident
         self.steps_per_call = max(1, int(steps_per_call))
         self.indices = torch.as_tensor(np.asarray(indices, dtype=np.int64))
         self.batch_size = int(batch_size)
@@ -220,8 +227,12 @@ class _Batches:
         if self.shuffle:
             idx = idx[torch.randperm(len(idx), generator=self._generator())]
         idx = self._shard(idx)
+        data = self.data
+        if self.resident is not None:
+            data = self.resident
+            idx = idx.to(data[ENV_KEY].device)
         for s in range(0, len(idx), bs):
-            yield batch_from(self.data, idx[s : s + bs])
+            yield batch_from(data, idx[s : s + bs])
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         batches = self._batches()
@@ -254,6 +265,9 @@ class TBRDataModule(pl.LightningDataModule):
     steps_per_call
         Mini-batches handed to the training plan per Lightning step (each gets its own optimiser step); more
         amortises Lightning's per-step overhead, which dominates for this small network.
+
+    In a fit, :meth:`setup` puts the arrays on the fit's device when that is an accelerator (:meth:`place`); the
+    copy, in ``resident``, is released by :meth:`teardown`.
 
     Examples
     --------
@@ -289,6 +303,30 @@ class TBRDataModule(pl.LightningDataModule):
             env, train_size, validation_size, random_state=random_state, group_names=env_names
         )
         self.n_train, self.n_val = len(self.train_idx), len(self.val_idx)
+        #: The arrays on the training device (``None``: batches are cut from :attr:`data` on the host).
+        self.resident: dict | None = None
+
+    def place(self, device, *, free_bytes: int | None = None) -> bool:
+        """Copy the arrays to ``device`` once (if they fit) and cut every batch there; whether they are there.
+
+        ``free_bytes`` overrides the device's free memory (``None``: asked from torch).
+        """
+        device = torch.device(device)
+        if self.resident is not None and self.resident[ENV_KEY].device == device:
+            return True
+        self.resident = resident_arrays(self.data, device, free_bytes=free_bytes)
+        return self.resident is not None
+
+    def setup(self, stage: str | None = None) -> None:
+        """Lightning hook (the fit's device is known): on an accelerator, the arrays go to it (:meth:`place`)."""
+        strategy = getattr(getattr(self, "trainer", None), "strategy", None)
+        device = getattr(strategy, "root_device", None)
+        if device is not None and device.type != "cpu":  # on CPU the host arrays are used in place
+            self.place(device)
+
+    def teardown(self, stage: str | None = None) -> None:
+        """Lightning hook: release the device copy of the arrays."""
+        self.resident = None
 
     def _distributed(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
@@ -316,6 +354,7 @@ class TBRDataModule(pl.LightningDataModule):
             epoch_fn=self._current_epoch,
             rank=rank,
             world_size=world,
+            resident=self.resident,
         )
 
     def val_dataloader(self) -> _Batches | list:
@@ -323,5 +362,12 @@ class TBRDataModule(pl.LightningDataModule):
             return []
         rank, world = self._distributed()
         return _Batches(
-            self.data, self.val_idx, max(self.batch_size, 4096), shuffle=False, seed=0, rank=rank, world_size=world
+            self.data,
+            self.val_idx,
+            max(self.batch_size, 4096),
+            shuffle=False,
+            seed=0,
+            rank=rank,
+            world_size=world,
+            resident=self.resident,
         )

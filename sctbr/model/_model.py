@@ -472,6 +472,7 @@ class TBR(OutputsMixin, TransferMixin, BaseModelClass):
             self.is_trained_ = False
             raise
         finally:
+            datamodule.teardown("fit")  # the trainer (kept as model.trainer) must not hold the device copy
             ckpt.remove_dir(log_dir)
 
     def _refine(self, data: dict, train_idx: np.ndarray, random_state: int) -> dict:
