@@ -94,6 +94,25 @@ def test_default_tbr_identifies_with_few_cells_per_cell_type(shape):
     assert score >= 0.93, f"TBR MCC {score:.3f} with 300 cells per cell type ({shape}, k=1)"
 
 
+def test_default_tbr_identifies_with_the_large_data_policy():
+    """Issue 17's 12 000-cell simulation: the default call takes the large-data policy and still identifies.
+
+    9 600 training cells: batches of 512 at lr 6e-3 and the plateau stopping rule (``sctbr/model/_policy.py``).
+    Measured MCC 0.976-0.980 on seeds 0-3 (0.976-0.980 before the policy, with batches of 128 and fixed epochs).
+    """
+    tree = sctbr.datasets.random_tree(20, random_state=0)
+    adata = sctbr.datasets.simulate(
+        tree=tree, leaves_only=True, n_obs_per_env=600, k=1, n_latent=4, n_inputs=15, random_state=0
+    )
+    sctbr.tl.tbr(adata, n_latent=4, random_state=0, **QUIET)
+    params = adata.uns["tbr"]["params"]
+    assert (int(params["batch_size"]), float(params["lr"])) == (512, pytest.approx(6e-3))
+    assert int(params["max_epochs"]) < 267  # the heuristic's 267 epochs, shortened by the stopping rule
+    held_out = (adata.obs["tbr_split"] == "validation").to_numpy()
+    score = mcc(adata.obsm["Z_true"][held_out], adata.obsm["X_tbr"][held_out])
+    assert score >= 0.95, f"TBR MCC {score:.3f} with the large-data policy"
+
+
 def test_same_seed_gives_identical_latents():
     runs = []
     for _ in range(2):
