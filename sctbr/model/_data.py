@@ -252,6 +252,9 @@ class _Batches:
 class TBRDataModule(pl.LightningDataModule):
     """Lightning data module with a stratified split by environment.
 
+    In a fit, :meth:`setup` puts the arrays on the fit's device when that is an accelerator (:meth:`place`); the
+    copy, in ``resident``, is released by :meth:`teardown`.
+
     Parameters
     ----------
     data
@@ -265,9 +268,6 @@ class TBRDataModule(pl.LightningDataModule):
     steps_per_call
         Mini-batches handed to the training plan per Lightning step (each gets its own optimiser step); more
         amortises Lightning's per-step overhead, which dominates for this small network.
-
-    In a fit, :meth:`setup` puts the arrays on the fit's device when that is an accelerator (:meth:`place`); the
-    copy, in ``resident``, is released by :meth:`teardown`.
 
     Examples
     --------
