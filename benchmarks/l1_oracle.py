@@ -16,8 +16,15 @@ infinitely many cells) and the true latents, mixes the latents with a random inv
 
 With ``--compare-lp`` it also runs the refinement without the linear-program starts (``lp_start=False``).
 
+With ``--l0`` it also asks whether an l0 criterion would do better: it counts the non-zero arc changes (relative
+tolerance 1e-6, unobserved heads at their l1 optimum) of the true basis, of the l1 solution, and of a greedy
+l0 choice among the linear programs' candidate directions (``sparse_directions``: the ``d`` directions with the
+fewest non-zero changes that stay well conditioned), and reports the latter's MCC and how many true directions are
+among the candidates.
+
     OMP_NUM_THREADS=1 python benchmarks/l1_oracle.py                       # 4 shapes x d = 3, 5 x 5 seeds, minutes
     OMP_NUM_THREADS=1 python benchmarks/l1_oracle.py --compare-lp --seeds 3
+    OMP_NUM_THREADS=1 python benchmarks/l1_oracle.py --shapes yule8,yule12 --latents 5 --l0
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ import pandas as pd
 import sctbr
 from sctbr.metrics import mcc
 from sctbr.model import refine_basis
-from sctbr.model._basis_lp import _DirectionProgram, _free_heads
+from sctbr.model._basis_lp import _DirectionProgram, _free_heads, _greedy_sets, sparse_directions
 
 
 def _tree_arrays(adata):
@@ -50,6 +57,39 @@ def l1_with_free_nodes(weights: np.ndarray, parent: np.ndarray, observed: np.nda
     return _free_heads(program, np.eye(weights.shape[1]))[0]
 
 
+def _l0(program: _DirectionProgram, n: np.ndarray, tol: float = 1e-6) -> int:
+    """Non-zero arc changes of head direction ``n`` (unobserved heads at their l1 optimum)."""
+    _, free = _free_heads(program, n[:, None])
+    c = program.a_dir @ n + (program.a_free @ free[:, 0] if program.n_free else 0.0)
+    return int((np.abs(c) > tol * np.abs(c).max()).sum())
+
+
+def l0_search(heads, parent, observed, corr, m_l1, true_dirs, seed: int) -> dict:
+    """l0 counts of the truth and the l1 solution, and a greedy l0 basis from the LP candidate directions."""
+    d = heads.shape[1]
+    program = _DirectionProgram(heads, parent, observed)
+    raw, rounded = sparse_directions(heads, parent, observed, corr, max_programs=300, random_state=seed)
+    cinv = np.linalg.inv(corr)
+    unique: list[np.ndarray] = []
+    for n, _ in [*rounded, *raw]:
+        if all(abs(n @ cinv @ m) < 0.999 for m in unique):
+            unique.append(n)
+    counts = np.array([_l0(program, n) for n in unique], dtype=float)
+    sets = _greedy_sets(unique, counts, cinv, 1, np.random.default_rng(seed))
+    n_l1 = np.linalg.inv(m_l1).T
+    unit = [t / np.sqrt(t @ cinv @ t) for t in true_dirs.T]
+    row = {
+        "l0_truth": sum(_l0(program, t) for t in true_dirs.T),
+        "l0_l1_solution": sum(_l0(program, n_l1[:, j]) for j in range(d)),
+        "candidates": len(unique),
+        "true_among_candidates": sum(any(abs(t @ cinv @ n) > 0.999 for n in unique) for t in unit),
+    }
+    if sets:
+        row["l0_greedy"] = sum(_l0(program, sets[0][:, j]) for j in range(d))
+        row["m_l0_greedy"] = np.linalg.inv(sets[0]).T
+    return row
+
+
 def simulate(shape: str, d: int, seed: int, k):
     common = {"n_latent": d, "k": k, "n_obs_per_env": 60, "random_state": seed}
     if shape.startswith("balanced"):
@@ -58,7 +98,7 @@ def simulate(shape: str, d: int, seed: int, k):
     return sctbr.datasets.simulate(tree=tree, leaves_only=True, **common)
 
 
-def run_one(shape: str, d: int, seed: int, k, lp_start: bool) -> dict:
+def run_one(shape: str, d: int, seed: int, k, lp_start: bool, l0: bool = False) -> dict:
     adata = simulate(shape, d, seed, k)
     parent, observed = _tree_arrays(adata)
     z = np.asarray(adata.obsm["Z_true"], dtype=np.float64)
@@ -76,7 +116,13 @@ def run_one(shape: str, d: int, seed: int, k, lp_start: bool) -> dict:
     m, _, found, _ = refine_basis(heads, parent, observed, corr, random_state=seed, lp_start=lp_start)
     seconds = time.perf_counter() - t
     truth = l1_with_free_nodes(w_true, parent, observed)
-    return {
+    extra = {}
+    if l0:
+        true_dirs = np.linalg.inv(np.linalg.inv(mix).T * scale)  # heads @ true_dirs = the true heads
+        extra = l0_search(heads, parent, observed, corr, m, true_dirs, seed)
+        m_l0 = extra.pop("m_l0_greedy", None)
+        extra["mcc_l0_greedy"] = mcc(zs, zm @ m_l0) if m_l0 is not None else np.nan
+    return extra | {
         "shape": shape,
         "latents": d,
         "k": k,
@@ -97,6 +143,7 @@ def main(argv=None) -> None:
     p.add_argument("--k", default="1")
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--compare-lp", action="store_true")
+    p.add_argument("--l0", action="store_true", help="also count non-zero changes and try a greedy l0 basis")
     p.add_argument("--out", default=None, help="CSV file for the rows")
     args = p.parse_args(argv)
     rows = []
@@ -105,12 +152,19 @@ def main(argv=None) -> None:
             for k in (float(x) if "." in x else int(x) for x in args.k.split(",")):
                 for seed in range(args.seeds):
                     for lp in (True, False) if args.compare_lp else (True,):
-                        row = run_one(shape, d, seed, k, lp)
+                        row = run_one(shape, d, seed, k, lp, args.l0)
                         rows.append(row)
                         print(
                             f"{shape:>9} d={d} k={k} seed={seed} lp={lp!s:<5} MCC {row['mcc']:.3f}  penalty found "
                             f"{row['found_penalty']:.3f} truth {row['truth_penalty']:.3f}"
-                            f"{'  (l1 optimum off the truth)' if row['optimum_off_truth'] else ''}",
+                            f"{'  (l1 optimum off the truth)' if row['optimum_off_truth'] else ''}"
+                            + (
+                                f"; l0: truth {row['l0_truth']}, l1 solution {row['l0_l1_solution']}, greedy "
+                                f"{row.get('l0_greedy', '-')} (MCC {row['mcc_l0_greedy']:.3f}), true directions among "
+                                f"{row['candidates']} candidates {row['true_among_candidates']}/{d}"
+                                if args.l0
+                                else ""
+                            ),
                             flush=True,
                         )
     df = pd.DataFrame(rows)
