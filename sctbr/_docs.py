@@ -66,7 +66,8 @@ lr
     Initial learning rate of Adam (cosine decay); ``None``: 3e-3, scaled by ``sqrt(batch_size / 128)`` when
     ``batch_size`` is also ``None``.
 batch_size
-    Cells per batch; ``None``: 128, or 1 024 from 8 192 training cells on (:doc:`/training`, "Speed").
+    Cells per batch; ``None``: 128; from 8 192 training cells on 512, from 16 384 on 1 024
+    (:doc:`/training`, "Speed").
 train_size, validation_size
     Fractions of every environment's cells for training and validation.""",
     "tbr_restarts": """\

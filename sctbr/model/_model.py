@@ -34,7 +34,6 @@ from sctbr.model._threads import fit_threads, torch_threads
 from sctbr.model._trainingplan import TBRTrainingPlan
 from sctbr.model._transfer import TransferMixin
 
-# Base learning rate and batch size of :meth:`TBR.train`; ``None`` applies the policy of ``_policy`` (the docs).
 #: Default sparsity weight (relative to the standardised target's variance), chosen on simulations.
 DEFAULT_LAM = 1e-3
 
@@ -296,7 +295,8 @@ class TBR(OutputsMixin, TransferMixin, BaseModelClass):
             Initial learning rate of phase 1 (cosine decay to 5% of it within each phase). ``None``: 3e-3, scaled
             by ``sqrt(batch_size / 128)`` when ``batch_size`` is also ``None``.
         batch_size
-            Cells per batch. ``None``: 128, or 1 024 from 8 192 training cells on (:doc:`/training`, "Speed").
+            Cells per batch. ``None``: 128; from 8 192 training cells on 512, from 16 384 on 1 024
+            (:doc:`/training`, "Speed").
         train_size, validation_size
             Fractions of every environment's cells for training and validation (stratified); the rest is a
             test set, in ``model.test_indices``.
