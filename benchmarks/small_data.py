@@ -47,6 +47,7 @@ RECIPES = {
     "lp": {"lp_start": True, "weight_decay": 0.0},
     "lp_wd": {"lp_start": True, "weight_decay": 1e-3},
     "wd": {"lp_start": False, "weight_decay": 1e-3},
+    "wd1e-2": {"lp_start": False, "weight_decay": 1e-2},
     # the fit before the speed policy (issue 17): batches of 128 at lr 3e-3 at every size, no stopping rule
     "fixed_steps": {"fit": {"batch_size": 128, "lr": 3e-3, "early_stopping": False}},
 }

@@ -1,6 +1,6 @@
 """Simulators, readers and bundled data."""
 
-from sctbr.datasets._genes import house_keeping_genes, weakly_correlated_genes
+from sctbr.datasets._genes import house_keeping_genes, regulator_r2, weakly_correlated_genes
 from sctbr.datasets._gtex import read_gtex, select_epithelial
 from sctbr.datasets._pbmc import pbmc3k
 from sctbr.datasets._regulators import regulators
@@ -16,5 +16,6 @@ __all__ = [
     "select_epithelial",
     "regulators",
     "house_keeping_genes",
+    "regulator_r2",
     "weakly_correlated_genes",
 ]

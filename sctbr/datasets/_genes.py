@@ -57,8 +57,10 @@ def weakly_correlated_genes(
     max_corr: float = 0.3,
     min_regulators: int = 3,
     min_fraction: float = 0.1,
+    min_r2: float | None = None,
     sources=None,
     exclude=None,
+    random_state: int = 0,
 ) -> list[str]:
     """Latent genes for :func:`semisynthetic` that are weakly correlated with each other, chosen greedily.
 
@@ -69,7 +71,13 @@ def weakly_correlated_genes(
     (:func:`regulators`) among the other genes of ``adata`` that vary in ``layer``. Candidates are visited by
     decreasing number of such regulators (ties: higher detection, then name) and a candidate is *kept* if the
     absolute Pearson correlation (in ``layer``) with every kept gene is below ``max_corr``, it regulates no kept
-    gene, and no kept gene regulates it (a latent gene is never an input). The search stops at ``n_genes``.
+    gene, and no kept gene regulates it (a latent gene is never an input). With ``min_r2``, a candidate is also
+    skipped unless the inputs predict it: the inputs being the regulators of the kept genes and of the candidate
+    (what :func:`semisynthetic` will take as ``X``), the 5-fold cross-validated R² (:func:`regulator_r2`) of a
+    least-squares fit of the candidate on them, in ``layer``, must be at least ``min_r2``. The inputs only grow
+    as genes are kept, so every picked gene meets the rule on the final inputs too (up to cross-validation noise).
+    A latent that the inputs do not determine cannot be recovered by any encoder and would make every method look
+    unidentified. The search stops at ``n_genes``.
 
     Parameters
     ----------
@@ -85,10 +93,15 @@ def weakly_correlated_genes(
         Fewest regulators present in ``adata``.
     min_fraction
         Smallest fraction of cells with a nonzero count.
+    min_r2
+        Smallest cross-validated R² of the gene on the inputs (its regulators and the kept genes'; ``None``: no
+        such rule).
     sources
         Resources of the regulator table, as in :func:`regulators`.
     exclude
         Genes never picked.
+    random_state
+        Seed of the cross-validation folds of ``min_r2``.
 
     Returns
     -------
@@ -118,6 +131,9 @@ def weakly_correlated_genes(
     check_fraction("min_fraction", min_fraction, fix="The smallest fraction of cells with a count, e.g. 0.1.")
     check_names("sources", sources, none_ok=True, fix="Resource names of sctbr.datasets.regulators, or None.")
     check_names("exclude", exclude, none_ok=True, fix="Gene names never picked, or None.")
+    if min_r2 is not None:
+        check_fraction("min_r2", min_r2, fix="The smallest cross-validated R² of a gene on the inputs, e.g. 0.8.")
+    check_int("random_state", random_state, low=0, fix="An integer seed, e.g. 0.")
     if layer is not None and layer not in adata.layers:
         hint = " Run sctbr.pp.magic(adata) first." if layer == "magic" else ""
         raise KeyError(f"Layer {layer!r} not found in adata.layers ({list(adata.layers)}).{hint}")
@@ -142,22 +158,93 @@ def weakly_correlated_genes(
     candidates.sort(key=lambda g: (-len(usable[g]), -detected[position[g]], g))
     kept: list[str] = []
     kept_cols: list[np.ndarray] = []
+    inputs: set[str] = set()  # the regulators of the kept genes (with min_r2)
     for g in candidates:
         if len(kept) == int(n_genes):
             break
         if any(g in usable[h] or h in usable[g] for h in kept):
             continue
-        col = expr[:, position[g]]
-        col = np.asarray(col.toarray() if sp.issparse(col) else col, dtype=np.float64).ravel()
+        col = _dense(expr, [position[g]]).ravel()
         col = (col - col.mean()) / col.std()
-        if all(abs(float(np.mean(col * other))) < max_corr for other in kept_cols):
-            kept.append(g)
-            kept_cols.append(col)
+        if not all(abs(float(np.mean(col * other))) < max_corr for other in kept_cols):
+            continue
+        if min_r2 is not None:
+            trial = inputs | set(usable[g])
+            x = _dense(expr, sorted(position[tf] for tf in trial))
+            if regulator_r2(x, col, random_state=random_state) < min_r2:
+                continue
+            inputs = trial
+        kept.append(g)
+        kept_cols.append(col)
     if len(kept) < int(n_genes):
         warnings.warn(
             f"Only {len(kept)} of {n_genes} genes meet the rule ({len(candidates)} candidates); relax `max_corr`, "
-            "`min_regulators` or `min_fraction`.",
+            "`min_regulators`, `min_fraction` or `min_r2`.",
             UserWarning,
             stacklevel=2,
         )
     return kept
+
+
+def _dense(expr, columns: list[int]):
+    """Columns of a (sparse or dense) matrix as a dense float64 array."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    x = expr[:, columns]
+    return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float64)
+
+
+def regulator_r2(inputs, target, *, n_folds: int = 5, random_state: int = 0) -> float:
+    """Cross-validated R² of a least-squares fit (with intercept) of ``target`` on the columns of ``inputs``.
+
+    The cells are split into ``n_folds`` folds at random; each fold is predicted by the fit on the others, and
+    R² is one minus the pooled squared error over the variance of ``target``.
+
+    Parameters
+    ----------
+    inputs
+        Cells x regulators.
+    target
+        Expression of one gene (cells).
+    n_folds
+        Number of folds.
+    random_state
+        Seed of the folds.
+
+    Returns
+    -------
+    The cross-validated R² (at most 1; negative when the fit predicts worse than the mean).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sctbr.datasets import regulator_r2
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(500, 3))
+    >>> round(regulator_r2(x, x @ [1.0, -2.0, 0.5] + 0.1 * rng.normal(size=500)), 2)
+    1.0
+    >>> bool(regulator_r2(x, rng.normal(size=500)) < 0.05)
+    True
+    """
+    import numpy as np
+
+    x = np.asarray(inputs, dtype=np.float64)
+    y = np.asarray(target, dtype=np.float64).ravel()
+    if x.ndim != 2 or x.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"`inputs` must be cells x regulators with one row per value of `target`; got {x.shape}, {y.shape}."
+        )
+    if y.shape[0] < 2 * n_folds:
+        raise ValueError(
+            f"At least {2 * n_folds} cells are needed for {n_folds}-fold cross-validation, got {y.shape[0]}."
+        )
+    folds = np.random.default_rng(random_state).permutation(y.shape[0]) % n_folds
+    design = np.column_stack([np.ones(len(y)), x])
+    pred = np.empty_like(y)
+    for f in range(n_folds):
+        test = folds == f
+        coef = np.linalg.lstsq(design[~test], y[~test], rcond=None)[0]
+        pred[test] = design[test] @ coef
+    var = float(np.var(y))
+    return 1.0 - float(np.mean((y - pred) ** 2)) / var if var > 0 else float("nan")

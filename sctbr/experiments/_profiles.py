@@ -83,10 +83,11 @@ class Profile:
     subcluster_resolution, min_subcluster_cells
         Louvain resolution and smallest sub-cluster of :func:`sctbr.pp.subclusters` for
         ``semisynthetic_sweep(environments="subclusters")`` (on PBMC3k: about 30 sub-clusters of 13-150 cells).
-    n_latent_genes, max_latent_corr, min_regulators, min_fraction
+    n_latent_genes, max_latent_corr, min_regulators, min_fraction, min_latent_r2
         The rule of :func:`sctbr.datasets.weakly_correlated_genes` for
         ``semisynthetic_sweep(latents="weakly_correlated")``: number of genes, cap on the absolute correlation
-        of every pair after MAGIC, fewest regulators in the data, smallest fraction of cells detecting the gene.
+        of every pair after MAGIC, fewest regulators in the data, smallest fraction of cells detecting the gene,
+        smallest cross-validated R² of the gene on its regulators (``None``: no such rule).
 
     Examples
     --------
@@ -129,9 +130,10 @@ class Profile:
     subcluster_resolution: float = 0.7
     min_subcluster_cells: int = 30
     n_latent_genes: int = 5
-    max_latent_corr: float = 0.3
+    max_latent_corr: float = 0.4
     min_regulators: int = 3
     min_fraction: float = 0.1
+    min_latent_r2: float | None = 0.8
 
     def replace(self, **overrides) -> Profile:
         """A copy with some fields changed; unknown names raise a ``TypeError`` that lists the fields.

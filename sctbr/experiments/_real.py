@@ -129,6 +129,7 @@ def _latent_genes(adata: ad.AnnData, latents: str, profile: Profile) -> list[str
                 max_corr=profile.max_latent_corr,
                 min_regulators=profile.min_regulators,
                 min_fraction=profile.min_fraction,
+                min_r2=profile.min_latent_r2,
             )
     raise ValueError(f"Unknown latents {latents!r}; choose one of {list(LATENTS)}.")
 
@@ -203,8 +204,10 @@ def semisynthetic_sweep(
     A benchmark where the MCC means more: ``environments="subclusters"`` splits every cell type into Louvain
     sub-clusters (:func:`sctbr.pp.subclusters`; about 30 environments on PBMC3k instead of 9) on a tree that
     follows the cell types, and ``latents="weakly_correlated"`` holds out weakly correlated regulated genes
-    (:func:`sctbr.datasets.weakly_correlated_genes`) instead of the co-expressed house-keeping genes. Every row
-    reports ``chance_mcc``, the MCC of random mixtures of the true latents (:func:`sctbr.metrics.chance_mcc`).
+    (:func:`sctbr.datasets.weakly_correlated_genes`; by default only genes that the inputs predict with
+    cross-validated R² ≥ 0.8) instead of the co-expressed house-keeping genes. Every row reports ``chance_mcc``,
+    the MCC of random mixtures of the true latents (:func:`sctbr.metrics.chance_mcc`), and ``chance_mcc_fit``, that
+    of random mixtures of the method's own fitted latents (the chance level of its span).
 
     Parameters
     ----------
@@ -222,7 +225,7 @@ def semisynthetic_sweep(
     latents
         ``"house_keeping"`` (the paper's) or ``"weakly_correlated"`` (the rule of
         :func:`sctbr.datasets.weakly_correlated_genes` with the profile's ``n_latent_genes``, ``max_latent_corr``,
-        ``min_regulators`` and ``min_fraction``, applied to the prepared cells).
+        ``min_regulators``, ``min_fraction`` and ``min_latent_r2``, applied to the prepared cells).
     random_state
         Seed of the first repetition (phenotype and fit); the preprocessing uses ``random_state`` too.
     accelerator
@@ -235,7 +238,8 @@ def semisynthetic_sweep(
     The tidy table: one row per method x k x repetition with ``mcc`` and ``test_mse`` on the test cells,
     ``transfer_mse`` (NaN), ``n_latent`` (= ``n_latent_true``, the usable latent genes), ``fit_seconds``,
     ``validation_mse``, ``lam``, ``chance_mcc`` (random mixtures of the true latents), ``span_r2`` (mean R² of each
-    true latent regressed on the fitted latents, test cells), ``n_inputs``, ``n_obs``, ``n_environments``,
+    true latent regressed on the fitted latents, test cells), ``chance_mcc_fit`` (random mixtures of the fitted
+    latents scored against the true ones, test cells: the chance level of the fit's span), ``n_inputs``, ``n_obs``, ``n_environments``,
     ``median_cells_per_environment``, ``environments``, ``latents``, ``latent_genes`` (``;``-joined), ``data`` and
     ``profile``.
 
@@ -284,7 +288,12 @@ def semisynthetic_sweep(
                     return_result=True,
                 )
                 test = result.split == "test"
-                row["span_r2"] = span_r2(z_true[test], result.latents[test]) if test.sum() > n_latent + 1 else np.nan
+                enough = test.sum() > n_latent + 1
+                row["span_r2"] = span_r2(z_true[test], result.latents[test]) if enough else np.nan
+                # the chance level of this fit's span: random bases of its own latent space
+                row["chance_mcc_fit"] = (
+                    chance_mcc(z_true[test], result.latents[test], random_state=random_state) if enough else np.nan
+                )
                 rows.append({"k": int(k), **row, **extra})
     return tidy(rows, "semisynthetic_sweep", prof)
 

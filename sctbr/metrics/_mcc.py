@@ -260,6 +260,7 @@ def mcc_out_of_sample(
 
 def chance_mcc(
     z_true: ArrayLike,
+    z_est: ArrayLike | None = None,
     *,
     n_draws: int = 100,
     random_state: int = 0,
@@ -273,10 +274,17 @@ def chance_mcc(
     every latent) and, even for independent latents, well above 0 for few latents (about 0.6 for 5 independent
     Gaussian latents).
 
+    With ``z_est``, random mixtures of the *estimated* latents are scored against the true ones instead: the
+    chance level of that estimate's span. An encoder that captures only part of the true latents scores below the
+    first chance level whatever its basis; the second asks whether its basis beats a random basis of the same
+    latent space (a method's MCC above it means its basis is aligned, not just its span).
+
     Parameters
     ----------
     z_true
         True latents, shape ``(n_cells, d)``.
+    z_est
+        Estimated latents of the same cells, shape ``(n_cells, k)``; ``None`` mixes the true latents.
     n_draws
         Number of random mixing matrices.
     random_state
@@ -296,16 +304,23 @@ def chance_mcc(
     >>> z = np.random.default_rng(0).normal(size=(2000, 5))
     >>> bool(0.5 < chance_mcc(z) < 0.8)
     True
+    >>> half = np.c_[z[:, :3], np.random.default_rng(1).normal(size=(2000, 2))]  # spans 3 of the 5 latents
+    >>> bool(chance_mcc(z, half) < chance_mcc(z))
+    True
     """
     _check_method(method)
     z = _as_2d(z_true, "z_true")
+    if z_est is None:
+        est = z
+    else:
+        z, est = _validate_pair(z, z_est)
     if int(n_draws) < 1:
         raise ValueError(f"`n_draws` must be at least 1, got {n_draws!r}.")
     rng = np.random.default_rng(random_state)
-    d = z.shape[1]
+    d = est.shape[1]
     scores = []
     for _ in range(int(n_draws)):
         mixing = rng.normal(size=(d, d))
         mixing /= np.linalg.norm(mixing, axis=0, keepdims=True)
-        scores.append(mcc(z, z @ mixing, method=method))
+        scores.append(mcc(z, est @ mixing, method=method))
     return float(np.mean(scores))

@@ -457,3 +457,45 @@ def test_pbmc3k_workflow_tbr_beats_baseline_at_k1(tmp_path):
         print(f"seed {seed}: MCC TBR {tbr:.3f}, baseline {base:.3f}")
     tbr_mean, base_mean = np.mean(scores, axis=0)
     assert tbr_mean > base_mean, f"TBR {tbr_mean:.3f} vs baseline {base_mean:.3f} (per seed: {scores})"
+
+
+def test_regulator_r2_is_cross_validated_least_squares():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 4))
+    y = x @ np.array([1.0, -1.0, 0.5, 0.0]) + 0.5 * rng.normal(size=400)
+    r2 = sctbr.datasets.regulator_r2(x, y)
+    assert 0.8 < r2 < 1 - 0.25 / y.var() + 0.02  # near the noise ceiling, never above it by more than CV noise
+    # out of fold: many useless columns on few cells predict worse than the mean, in-sample R² would be high
+    noise = rng.normal(size=(30, 20))
+    assert sctbr.datasets.regulator_r2(noise, rng.normal(size=30)) < 0
+    with pytest.raises(ValueError, match="one row per value"):
+        sctbr.datasets.regulator_r2(x, y[:10])
+
+
+def test_weakly_correlated_genes_min_r2_keeps_only_genes_the_inputs_predict():
+    adata = _expression()
+    genes = list(adata.var_names)
+    regs = sctbr.datasets.regulators(genes)
+    target = next(g for g in HK_ALL if len([t for t in regs[g] if t in genes and t not in ("AR", g)]) >= 3)
+    magic = adata.layers["magic"]
+    tfs = [genes.index(t) for t in regs[target] if t in genes and t not in ("AR", target)]
+    magic[:, genes.index(target)] = magic[:, tfs].sum(1) + 0.05 * np.random.default_rng(1).normal(size=adata.n_obs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        free = sctbr.datasets.weakly_correlated_genes(adata, 2)
+    assert len(free) == 2
+    assert free != [target]
+    with pytest.warns(UserWarning, match=r"Only 1 of 2 genes meet the rule .*`min_r2`"):
+        strict = sctbr.datasets.weakly_correlated_genes(adata, 2, min_r2=0.8)
+    assert strict == [target]
+    # the rule's own measure: the picked gene is predicted from its regulators, the others of `free` are not
+    r2 = {
+        g: sctbr.datasets.regulator_r2(
+            magic[:, [genes.index(t) for t in regs[g] if t in genes and t != g]], magic[:, genes.index(g)]
+        )
+        for g in {*free, target}
+    }
+    assert r2[target] > 0.95
+    assert all(r2[g] < 0.8 for g in free if g != target)
+    with pytest.raises(ValueError, match="`min_r2`"):
+        sctbr.datasets.weakly_correlated_genes(adata, 3, min_r2=1.5)

@@ -341,6 +341,12 @@ def test_weakly_correlated_latents_respect_the_rule_and_report_chance(subcluster
     for g in genes:
         assert len([tf for tf in regs[g] if tf in prepared.var_names and tf != g]) >= TEST.min_regulators
         assert not set(regs[g]) & set(genes) - {g}
+    # the inputs (all the genes' regulators) predict every latent gene (cross-validated, up to fold noise)
+    inputs = sorted({tf for g in genes for tf in regs[g] if tf in prepared.var_names} - set(genes))
+    x = np.asarray(prepared.layers["magic"][:, prepared.var_names.get_indexer(inputs)])
+    x = x[:, x.std(0) > 0]
+    for j, g in enumerate(genes):
+        assert sctbr.datasets.regulator_r2(x, z[:, j]) > TEST.min_latent_r2 - 0.05, g
     df = subcluster_results
     assert len(df) == 2 * len(TEST.semi_ks)
     assert set(df["environments"]) == {"subclusters"}
@@ -349,6 +355,7 @@ def test_weakly_correlated_latents_respect_the_rule_and_report_chance(subcluster
     assert df["chance_mcc"].iloc[0] == pytest.approx(sctbr.metrics.chance_mcc(z_std, random_state=3), abs=1e-6)
     assert 0.4 < df["chance_mcc"].iloc[0] < 0.8
     assert df["span_r2"].between(-1e-9, 1 + 1e-9).all()
+    assert df["chance_mcc_fit"].between(0, 1).all()  # the chance level of each fit's own span
 
 
 def test_house_keeping_default_is_unchanged_and_reports_chance(results):

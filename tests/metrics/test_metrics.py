@@ -328,3 +328,25 @@ def test_chance_mcc_is_the_mcc_of_random_mixtures():
     assert chance_mcc(z, n_draws=20, random_state=1) == chance_mcc(z, n_draws=20, random_state=1)
     with pytest.raises(ValueError, match="n_draws"):
         chance_mcc(z, n_draws=0)
+
+
+def test_chance_mcc_of_an_estimate_mixes_its_span():
+    from sctbr.metrics import chance_mcc, mcc
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(3000, 5))
+    rotation = np.linalg.qr(rng.normal(size=(5, 5)))[0]
+    # a full-span estimate in any basis has the chance level of the true latents (same mixtures, rotated)
+    full = chance_mcc(z, z @ rotation, n_draws=200)
+    assert full == pytest.approx(chance_mcc(z, n_draws=200), abs=0.02)
+    # an estimate spanning 3 of the 5 latents (plus noise) has a lower chance level, and its own aligned basis
+    # scores above it
+    partial = np.c_[z[:, :3], rng.normal(size=(3000, 2))]
+    assert chance_mcc(z, partial, n_draws=100) < full - 0.1
+    assert mcc(z, partial) > chance_mcc(z, partial, n_draws=100) + 0.1
+    # each draw is the MCC of the estimate mixed by a unit-column Gaussian matrix
+    draw = np.random.default_rng(4).normal(size=(5, 5))
+    draw /= np.linalg.norm(draw, axis=0, keepdims=True)
+    assert chance_mcc(z, partial, n_draws=1, random_state=4) == pytest.approx(mcc(z, partial @ draw))
+    with pytest.raises(ValueError, match="same number of rows"):
+        chance_mcc(z, partial[:10])
