@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--max-corr", type=float, default=None, help="cap on the latent genes' |correlation|")
     parser.add_argument("--min-r2", type=float, default=None, help="smallest CV R² of a latent gene on the inputs")
     parser.add_argument("--resolution", type=float, default=None, help="Louvain resolution of the sub-clusters")
+    parser.add_argument("--n-genes", type=int, default=None, help="number of latent genes (default: the profile's 5)")
     parser.add_argument("--tag", default="", help="suffix of the CSV's name")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                 "max_latent_corr": args.max_corr,
                 "min_latent_r2": args.min_r2,
                 "subcluster_resolution": args.resolution,
+                "n_latent_genes": args.n_genes,
             }.items()
             if value is not None
         },
