@@ -212,24 +212,19 @@ def run(shape: str, seed: int, args) -> dict:
     t = time.perf_counter()
     row = {"mode": args.mode, "shape": shape, "cells": args.cells, "seed": seed}
     if args.mode == "oracle":
-        z = data["z_true"].astype(float)
-        sd = z.std(0)
-        d = z.shape[1]
-        zs = z / sd
-        mix = np.random.default_rng(1000 + seed).normal(size=(d, d)) + np.eye(d)
-        zm = zs @ mix
-        scale = zm.std(0)
-        zm /= scale
-        heads = data["true_heads"] * sd @ np.linalg.inv(mix).T * scale
-        m, total, ties = choose(heads, parent, observed, np.corrcoef(zm.T), 1e-6, seed, **kwargs)
+        from l1_oracle import mixed_truth
+
+        truth = mixed_truth(data["z_true"], data["true_heads"], seed)
+        zs, zm, heads, corr = (truth[key] for key in ("zs", "zm", "heads", "corr"))
+        m, total, ties = choose(heads, parent, observed, corr, 1e-6, seed, **kwargs)
         row |= {"tol": 1e-6, "l0_mcc": mcc(zs, zm @ m) if m is not None else np.nan}
         from sctbr.model import refine_basis
 
-        m_l1 = refine_basis(heads, parent, observed, np.corrcoef(zm.T), random_state=seed, lp_start=True)[0]
+        m_l1 = refine_basis(heads, parent, observed, corr, random_state=seed, lp_start=True)[0]
         row["l1_mcc"] = mcc(zs, zm @ m_l1)  # the exact l1 refinement on the same heads, side by side
-        truth = (data["true_heads"] * sd)[observed]
+        true_heads = truth["w_true"][observed]
         obs = np.flatnonzero(observed)
-        row["truth_count"] = int(parsimony(truth.T, parent, obs, 1e-6 * np.abs(truth).max(0)).sum())
+        row["truth_count"] = int(parsimony(true_heads.T, parent, obs, 1e-6 * np.abs(true_heads).max(0)).sum())
     else:
         valid = data["split"] == "validation"
         latents = data["latents"].astype(float)

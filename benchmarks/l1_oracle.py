@@ -98,28 +98,45 @@ def simulate(shape: str, d: int, seed: int, k):
     return sctbr.datasets.simulate(tree=tree, leaves_only=True, **common)
 
 
-def run_one(shape: str, d: int, seed: int, k, lp_start: bool, l0: bool = False) -> dict:
-    adata = simulate(shape, d, seed, k)
-    parent, observed = _tree_arrays(adata)
-    z = np.asarray(adata.obsm["Z_true"], dtype=np.float64)
+def mixed_truth(z_true, weights, seed: int) -> dict:
+    """The true latents and heads seen through a random invertible mix (seed ``1000 + seed``), all unit variance.
+
+    Returns ``zs`` (true latents, unit variance), ``w_true`` (their heads), ``zm`` (the mixed latents, unit
+    variance), ``heads`` (the heads in the mixed basis: ``zm @ heads.T == zs @ w_true.T``), ``corr`` (of ``zm``) and
+    ``true_dirs`` (``heads @ true_dirs == w_true``).
+    """
+    z = np.asarray(z_true, dtype=np.float64)
     sd = z.std(axis=0)
-    w_true = np.asarray(adata.uns["simulation"]["weights"], dtype=np.float64) * sd  # heads of unit-variance latents
+    d = z.shape[1]
+    w_true = np.asarray(weights, dtype=np.float64) * sd  # heads of unit-variance latents
     zs = z / sd
-    rng = np.random.default_rng(1000 + seed)
-    mix = rng.normal(size=(d, d)) + np.eye(d)
+    mix = np.random.default_rng(1000 + seed).normal(size=(d, d)) + np.eye(d)
     zm = zs @ mix
     scale = zm.std(axis=0)
     zm /= scale
-    heads = w_true @ np.linalg.inv(mix).T * scale  # W M^-T, then unit-variance mixed latents
-    corr = np.atleast_2d(np.corrcoef(zm.T))
+    to_mixed = np.linalg.inv(mix).T * scale  # W M^-T, then unit-variance mixed latents
+    return {
+        "zs": zs,
+        "w_true": w_true,
+        "zm": zm,
+        "heads": w_true @ to_mixed,
+        "corr": np.atleast_2d(np.corrcoef(zm.T)),
+        "true_dirs": np.linalg.inv(to_mixed),
+    }
+
+
+def run_one(shape: str, d: int, seed: int, k, lp_start: bool, l0: bool = False) -> dict:
+    adata = simulate(shape, d, seed, k)
+    parent, observed = _tree_arrays(adata)
+    mixed = mixed_truth(adata.obsm["Z_true"], adata.uns["simulation"]["weights"], seed)
+    zs, w_true, zm, heads, corr = (mixed[key] for key in ("zs", "w_true", "zm", "heads", "corr"))
     t = time.perf_counter()
     m, _, found, _ = refine_basis(heads, parent, observed, corr, random_state=seed, lp_start=lp_start)
     seconds = time.perf_counter() - t
     truth = l1_with_free_nodes(w_true, parent, observed)
     extra = {}
     if l0:
-        true_dirs = np.linalg.inv(np.linalg.inv(mix).T * scale)  # heads @ true_dirs = the true heads
-        extra = l0_search(heads, parent, observed, corr, m, true_dirs, seed)
+        extra = l0_search(heads, parent, observed, corr, m, mixed["true_dirs"], seed)
         m_l0 = extra.pop("m_l0_greedy", None)
         extra["mcc_l0_greedy"] = mcc(zs, zm @ m_l0) if m_l0 is not None else np.nan
     return extra | {

@@ -57,7 +57,7 @@ def fit_variant(seed: int, name: str, kwargs: dict) -> dict:
 
 
 def oracle(seed: int) -> dict:
-    from l1_oracle import l1_with_free_nodes
+    from l1_oracle import l1_with_free_nodes, mixed_truth
 
     import sctbr
     from sctbr.metrics import mcc
@@ -69,16 +69,8 @@ def oracle(seed: int) -> dict:
     observed = np.isin(np.asarray(tree.nodes), semi.obs[groupby].astype(str).unique())
     if not np.array_equal(np.asarray(semi.uns["simulation"]["nodes"]).astype(str), np.asarray(tree.nodes).astype(str)):
         raise RuntimeError("the simulation's node order differs from the tree's")
-    z = semi.obsm["Z_true"].astype(float)
-    sd = z.std(0)
-    d = z.shape[1]
-    w = np.asarray(semi.uns["simulation"]["weights"], float) * sd
-    zs = z / sd
-    mix = np.random.default_rng(1000 + seed).normal(size=(d, d)) + np.eye(d)
-    zm = zs @ mix
-    scale = zm.std(0)
-    zm /= scale
-    heads = w @ np.linalg.inv(mix).T * scale
+    truth = mixed_truth(semi.obsm["Z_true"], semi.uns["simulation"]["weights"], seed)
+    zs, w, zm, heads = (truth[key] for key in ("zs", "w_true", "zm", "heads"))
     row = {
         "seed": seed,
         "nodes": len(parent),
@@ -87,7 +79,7 @@ def oracle(seed: int) -> dict:
         "truth_penalty": round(l1_with_free_nodes(w, parent, observed), 3),
     }
     for lp in (False, True):
-        m, _, found, _ = refine_basis(heads, parent, observed, np.corrcoef(zm.T), random_state=seed, lp_start=lp)
+        m, _, found, _ = refine_basis(heads, parent, observed, truth["corr"], random_state=seed, lp_start=lp)
         key = "lp" if lp else "plain"
         row[f"{key}_mcc"] = round(mcc(zs, zm @ m), 3)
         row[f"{key}_penalty"] = round(found, 3)

@@ -94,8 +94,7 @@ def run(shape: str, seed: int, cells: int, latents: int, n_restarts: int) -> dic
 
 
 def table(rows: list[dict]) -> str:
-    rules = [k for k in rows[0] if k in ("default", "best_of_2", "medoid", "average") or k.startswith("best_of_")]
-    rules = list(dict.fromkeys(rules))
+    rules = [k for k in rows[0] if k in ("default", "medoid", "average") or k.startswith("best_of_")]
     by_shape = defaultdict(list)
     for r in rows:
         by_shape[r["shape"]].append(r)

@@ -121,6 +121,7 @@ def weakly_correlated_genes(
 
     from sctbr._validation import check_fraction, check_int, check_names, check_str
     from sctbr.datasets._regulators import regulators
+    from sctbr.datasets._semisynthetic import _columns
 
     if not isinstance(adata, AnnData):
         raise TypeError(f"`adata` must be an AnnData, got {type(adata).__name__}.")
@@ -164,13 +165,13 @@ def weakly_correlated_genes(
             break
         if any(g in usable[h] or h in usable[g] for h in kept):
             continue
-        col = _dense(expr, [position[g]]).ravel()
+        col = _columns(adata, layer, [g]).ravel()
         col = (col - col.mean()) / col.std()
         if not all(abs(float(np.mean(col * other))) < max_corr for other in kept_cols):
             continue
         if min_r2 is not None:
             trial = inputs | set(usable[g])
-            x = _dense(expr, sorted(position[tf] for tf in trial))
+            x = _columns(adata, layer, sorted(trial))
             if regulator_r2(x, col, random_state=random_state) < min_r2:
                 continue
             inputs = trial
@@ -184,15 +185,6 @@ def weakly_correlated_genes(
             stacklevel=2,
         )
     return kept
-
-
-def _dense(expr, columns: list[int]):
-    """Columns of a (sparse or dense) matrix as a dense float64 array."""
-    import numpy as np
-    import scipy.sparse as sp
-
-    x = expr[:, columns]
-    return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float64)
 
 
 def regulator_r2(inputs, target, *, n_folds: int = 5, random_state: int = 0) -> float:

@@ -87,7 +87,8 @@ class Profile:
         The rule of :func:`sctbr.datasets.weakly_correlated_genes` for
         ``semisynthetic_sweep(latents="weakly_correlated")``: number of genes, cap on the absolute correlation
         of every pair after MAGIC, fewest regulators in the data, smallest fraction of cells detecting the gene,
-        smallest cross-validated R² of the gene on its regulators (``None``: no such rule).
+        smallest cross-validated R² of the gene on the inputs, its regulators and the kept genes' (``None``: no
+        such rule).
 
     Examples
     --------

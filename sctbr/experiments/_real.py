@@ -239,9 +239,9 @@ def semisynthetic_sweep(
     ``transfer_mse`` (NaN), ``n_latent`` (= ``n_latent_true``, the usable latent genes), ``fit_seconds``,
     ``validation_mse``, ``lam``, ``chance_mcc`` (random mixtures of the true latents), ``span_r2`` (mean R² of each
     true latent regressed on the fitted latents, test cells), ``chance_mcc_fit`` (random mixtures of the fitted
-    latents scored against the true ones, test cells: the chance level of the fit's span), ``n_inputs``, ``n_obs``, ``n_environments``,
-    ``median_cells_per_environment``, ``environments``, ``latents``, ``latent_genes`` (``;``-joined), ``data`` and
-    ``profile``.
+    latents scored against the true ones, test cells: the chance level of the fit's span), ``n_inputs``,
+    ``n_obs``, ``n_environments``, ``median_cells_per_environment``, ``environments``, ``latents``,
+    ``latent_genes`` (``;``-joined), ``data`` and ``profile``.
 
     Examples
     --------
