@@ -221,6 +221,10 @@ def regulator_r2(inputs, target, *, n_folds: int = 5, random_state: int = 0) -> 
     """
     import numpy as np
 
+    from sctbr._validation import check_int
+
+    check_int("n_folds", n_folds, low=2, fix="The number of cross-validation folds, e.g. 5.")
+    check_int("random_state", random_state, low=0, fix="An integer seed, e.g. 0.")
     x = np.asarray(inputs, dtype=np.float64)
     y = np.asarray(target, dtype=np.float64).ravel()
     if x.ndim != 2 or x.shape[0] != y.shape[0]:

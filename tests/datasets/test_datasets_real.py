@@ -470,6 +470,8 @@ def test_regulator_r2_is_cross_validated_least_squares():
     assert sctbr.datasets.regulator_r2(noise, rng.normal(size=30)) < 0
     with pytest.raises(ValueError, match="one row per value"):
         sctbr.datasets.regulator_r2(x, y[:10])
+    with pytest.raises(ValueError, match="`n_folds` must be an integer >= 2"):
+        sctbr.datasets.regulator_r2(x, y, n_folds=1)
 
 
 def test_weakly_correlated_genes_min_r2_keeps_only_genes_the_inputs_predict():
