@@ -50,7 +50,52 @@ RECIPES = {
     "wd1e-2": {"lp_start": False, "weight_decay": 1e-2},
     # the fit before the speed policy (issue 17): batches of 128 at lr 3e-3 at every size, no stopping rule
     "fixed_steps": {"fit": {"batch_size": 128, "lr": 3e-3, "early_stopping": False}},
+    # refinement rounds: the sparsify epochs split into R phases, the basis refined before each ("rounds2", ...);
+    # "refine_end": one more refinement after the last phase (the heads' support refit follows in tl.tbr)
+    "rounds2": {"rounds": 2},
+    "rounds3": {"rounds": 3},
+    "refine_end": {"refine_end": True},
+    # stage-1 early stopping on the validation cells (the phase ends, the fit goes on), named by issue 14
+    "es_fit": {"fit": {"early_stopping": True, "early_stopping_phases": ("fit",)}},
 }
+_ORIGINAL: dict = {}
+
+
+def _patch_rounds(rounds: int, refine_end: bool) -> None:
+    """Re-plan the sparsify phase as ``rounds`` phases and refine the basis before each (and after the last)."""
+    import sctbr.model._model as model
+    import sctbr.model._phases as phases
+    from sctbr.model._trainingplan import Phase
+
+    _ORIGINAL.setdefault("plan", phases.plan_phases)
+    _ORIGINAL.setdefault("boundary", phases.PhaseWork.boundary)
+    model.plan_phases, phases.PhaseWork.boundary = _ORIGINAL["plan"], _ORIGINAL["boundary"]
+    if rounds <= 1 and not refine_end:
+        return
+
+    def plan(max_epochs, **kwargs):
+        planned = _ORIGINAL["plan"](max_epochs, **kwargs)
+        sparse = [p for p in planned if p.name == "sparsify"]
+        if rounds <= 1 or len(sparse) != 1:
+            return planned
+        out, (sp,) = [p for p in planned if p.name != "sparsify"], sparse
+        start, length = sp.start, sp.epochs // rounds
+        for r in range(rounds):
+            epochs = length if r < rounds - 1 else sp.end - start
+            out.append(Phase("sparsify", start, epochs, sp.lr, sp.lam, epochs))
+            start += epochs
+        return out
+
+    def boundary(self, plan_, epoch):
+        _ORIGINAL["boundary"](self, plan_, epoch)
+        if not self.refine or self.model.module.baseline:
+            return
+        starts = [p.start for p in plan_.phases if p.name == "sparsify"][1:]
+        if epoch in starts or (refine_end and epoch == plan_.phases[-1].end and not getattr(self, "_ended", False)):
+            self._ended = epoch == plan_.phases[-1].end
+            self.refinement = self.model._refine(self.data, self.datamodule.train_idx, self.random_state + epoch)
+
+    model.plan_phases, phases.PhaseWork.boundary = plan, boundary
 
 
 def _apply_recipe(name: str) -> dict:
@@ -67,6 +112,7 @@ def _apply_recipe(name: str) -> dict:
     kwargs = dict(recipe.get("fit", {}))
     if "weight_decay" in recipe:
         kwargs["plan_kwargs"] = {"weight_decay": recipe["weight_decay"]}
+    _patch_rounds(recipe.get("rounds", 1), recipe.get("refine_end", False))
     return kwargs
 
 

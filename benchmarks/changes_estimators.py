@@ -1,0 +1,201 @@
+"""Which estimator of "changed" loses what: the default support estimate against alternatives, with fitted and true latents.
+
+``benchmarks/changes.py`` scores the default fit's "changed" entries of Δ (issue 16). This script asks where its
+misses come from. It fits the default ``sctbr.tl.tbr`` once per data set of ``changes.py`` (same simulations, same
+call) and keeps the latents; then, with the latents fixed, it re-runs support estimators on
+
+- the **fitted** latents (matched to the true ones on the validation cells, as ``changes.py`` does), and
+- the **true** latents (``obsm["Z_true"]``, standardised): a perfectly identified encoder, so what is left is the
+  estimator's own error.
+
+Estimators:
+
+- ``adaptive``: the default (``sctbr.tl._support.estimate_changes``: lasso, then adaptive lasso with weights from it,
+  λ on the validation cells, 20 bootstraps, frequency ≥ 0.9);
+- ``adaptive_ls``: the same with the adaptive weights from the unpenalised least-squares fit (minimum norm where the
+  tree leaves it free) instead of the first lasso, the textbook adaptive lasso, so that no entry is excluded by the
+  first stage;
+- ``ttest``: the unpenalised least-squares fit of ``(w0, Δ)`` on the training cells with its standard errors
+  (residual variance × the inverse Gram matrix), an entry changed when ``|Δ| / se`` exceeds the Bonferroni bound for
+  ``--alpha`` over all entries; entries on unresolved arc pairs never count.
+
+Scores as in ``changes.py``: precision / recall / F1 of "changed" against the true non-zero entries (entries on
+unresolved pairs count as not changed), and at k = 0 the fraction called. Fits are cached in ``--cache`` (one pickle
+per data set, default in the temporary directory), so a second run takes seconds.
+
+    OMP_NUM_THREADS=1 python benchmarks/changes_estimators.py                  # 4 settings x 5 seeds, ~7 min of fits
+    OMP_NUM_THREADS=1 python benchmarks/changes_estimators.py --settings balanced4 --seeds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import pickle
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from changes import simulate
+
+SETTINGS = ("balanced4", "balanced4_regulatory", "balanced4_k0", "yule12", "yule16")
+ESTIMATORS = ("adaptive", "adaptive_ls", "ttest")
+
+
+def fit_once(setting: str, seed: int, cache: Path) -> dict:
+    """The default fit's latents and what scoring needs, from the cache or fitted now."""
+    path = cache / f"{setting}_{seed}.pkl"
+    if path.exists():
+        with path.open("rb") as fh:
+            return pickle.load(fh)
+    import torch
+
+    torch.set_num_threads(1)
+    import sctbr
+
+    adata = simulate(setting, seed)
+    sctbr.tl.tbr(adata, random_state=seed, accelerator="cpu", enable_progress_bar=False)
+    tree = sctbr.EnvironmentTree.coerce(dict(adata.uns["environment_tree"]))
+    sim = adata.uns["simulation"]
+    truth = pd.DataFrame(np.asarray(sim["deltas"], dtype=float), index=np.asarray(sim["arc_labels"]).astype(str))
+    out = {
+        "latents": adata.obsm["X_tbr"].astype(np.float64),
+        "y": adata.obs["y"].to_numpy(),
+        "nodes": adata.obs["environment"].astype(str).to_numpy(),
+        "tree": dict(adata.uns["environment_tree"]),
+        "split": np.asarray(adata.obs["tbr_split"]).astype(str),
+        "z_true": np.asarray(adata.obsm["Z_true"], dtype=np.float64),
+        "truth": truth.loc[list(tree.arc_labels)].to_numpy(),
+    }
+    cache.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as fh:
+        pickle.dump(out, fh)
+    return out
+
+
+def _least_squares(z, y, nodes, tree, split):
+    """Unpenalised ``(w0, Δ)`` on the training cells, standard errors of Δ, and the unresolved-pair mask."""
+    from sctbr.tl import _heads_lasso as hl
+    from sctbr.tl import _support as sup
+
+    observed = sorted(set(nodes))
+    env = pd.Index(observed).get_indexer(nodes)
+    path = tree.path_matrix(observed, dtype=np.float64)
+    train = split == "train"
+    ys = (y - y[train].mean()) / y[train].std()
+    prob = hl.Problem(hl.moments(z[train], ys[train], env[train], path))
+    root, delta = prob.split(prob.refit(np.ones((prob.n_arcs, prob.d1 - 1), dtype=bool)))
+    sigma2 = sup._cell_errors(z[train], ys[train], env[train], path, root, delta).mean()
+    se = np.sqrt(np.diag(sigma2 * np.linalg.pinv(prob.g) / prob.mom.n))[prob.d1 :].reshape(delta.shape)
+    on_pair = np.zeros(delta.shape, dtype=bool)
+    for a, b, _ in sup.unresolved_pairs(tree, observed):
+        on_pair[[a, b]] = True
+    return prob, delta, se, on_pair
+
+
+def estimate(name: str, z, data: dict, tree, seed: int, alpha: float) -> np.ndarray:
+    """Boolean arcs x latents "changed" of one estimator on latents ``z``."""
+    from scipy.stats import norm
+
+    from sctbr.tl import _support as sup
+
+    args = (z, data["y"], data["nodes"], tree, data["split"])
+    if name == "ttest":
+        _, delta, se, on_pair = _least_squares(*args)
+        return (np.abs(delta) / np.maximum(se, 1e-300) > norm.isf(alpha / (2 * delta.size))) & ~on_pair
+    if name == "adaptive_ls":
+        prob, delta, _, _ = _least_squares(*args)
+        original = sup._select
+
+        def select(p, method, n_lambda, ratio, lam=None, penalty=None, start=None):
+            if penalty is None:  # the full data's path: weights from least squares instead of the first lasso
+                init = p.quad.split(p.quad.refit(np.ones((p.quad.n_arcs, p.quad.d1 - 1), dtype=bool)))[1]
+                penalty = np.where(init != 0, 1.0 / np.maximum(np.abs(init), 1e-12), np.inf)
+            return original(p, method, n_lambda, ratio, lam=lam, penalty=penalty, start=start)
+
+        sup._select = select
+        try:
+            found = sup.estimate_changes(*args, random_state=seed)
+        finally:
+            sup._select = original
+        return np.asarray(found.changed, dtype=bool)
+    return np.asarray(sup.estimate_changes(*args, random_state=seed).changed, dtype=bool)
+
+
+def score(setting: str, seed: int, data: dict, estimators, alpha: float) -> list[dict]:
+    import sctbr
+    from sctbr.metrics import match_latents, support_recovery
+
+    tree = sctbr.EnvironmentTree.coerce(data["tree"])
+    held = data["split"] == "validation"
+    matching = match_latents(data["z_true"][held], data["latents"][held])
+    ti, ei = matching["true_index"], matching["est_index"]
+    z_true = (data["z_true"] - data["z_true"].mean(0)) / data["z_true"].std(0)
+    truth = data["truth"]
+    rows = []
+    for latents, z in (("fitted", data["latents"]), ("true", z_true)):
+        for name in estimators:
+            changed = estimate(name, z, data, tree, seed, alpha)
+            if latents == "fitted":  # into true-latent columns
+                aligned = np.zeros(truth.shape, dtype=bool)
+                aligned[:, ti] = changed[:, ei]
+                changed = aligned
+            row = {
+                "setting": setting,
+                "seed": seed,
+                "latents": latents,
+                "estimator": name,
+                "frac_called": float(changed.mean()),
+                "mcc": float(np.mean(matching["abs_corr"])),
+            }
+            if (truth != 0).any():
+                res = support_recovery(truth, changed.astype(float))
+                row.update(precision=res["precision"], recall=res["recall"], f1=res["f1"])
+            rows.append(row)
+    return rows
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--settings", default=",".join(SETTINGS))
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--estimators", default=",".join(ESTIMATORS))
+    p.add_argument("--alpha", type=float, default=1e-4, help="family-wise level of the t-tests (Bonferroni)")
+    p.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "sctbr_changes_estimators"))
+    p.add_argument("--out", default="benchmarks/results/changes/estimators.csv")
+    args = p.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.WARNING)
+    estimators = args.estimators.split(",")
+    unknown = set(estimators) - set(ESTIMATORS)
+    if unknown:
+        p.error(f"unknown estimators {sorted(unknown)}; choose from {ESTIMATORS}")
+    rows = []
+    for setting in args.settings.split(","):
+        for seed in range(args.seeds):
+            data = fit_once(setting, seed, Path(args.cache))
+            new = score(setting, seed, data, estimators, args.alpha)
+            rows += new
+            print(
+                f"{setting:>21} seed={seed} MCC {new[0]['mcc']:.3f}  "
+                + "  ".join(f"{r['latents']}/{r['estimator']} F1 {r.get('f1', np.nan):.3f}" for r in new),
+                flush=True,
+            )
+    df = pd.DataFrame(rows)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(args.out, index=False)
+    table = df.groupby(["setting", "latents", "estimator"], sort=False).agg(
+        f1_mean=("f1", "mean"),
+        f1_worst=("f1", "min"),
+        precision=("precision", "mean"),
+        recall=("recall", "mean"),
+        frac_called=("frac_called", "mean"),
+    )
+    pd.set_option("display.width", 200)
+    print(table.round(3).to_string())
+
+
+if __name__ == "__main__":
+    main()
