@@ -82,7 +82,7 @@ def fit_once(setting: str, seed: int, cache: Path) -> dict:
 
 def _least_squares(z, y, nodes, tree, split):
     """Unpenalised ``(w0, Δ)`` on the training cells, standard errors of Δ, and the unresolved-pair mask."""
-    from sctbr.tl import _heads_lasso as hl
+    from sctbr import _heads_lasso as hl
     from sctbr.tl import _support as sup
 
     observed = sorted(set(nodes))

@@ -57,6 +57,8 @@ RECIPES = {
     "refine_end": {"refine_end": True},
     # stage-1 early stopping on the validation cells (the phase ends, the fit goes on), named by issue 14
     "es_fit": {"fit": {"early_stopping": True, "early_stopping_phases": ("fit",)}},
+    # the default before the final refinement (2026-12-01): the fit ends with the sparsify phase
+    "no_final": {"fit": {"final_refine": False}},
 }
 _ORIGINAL: dict = {}
 

@@ -22,7 +22,7 @@ from sctbr._validation import check_setup as _check_setup
 from sctbr._validation import check_train_args as _check_train_args
 from sctbr.model import _checkpoint as ckpt
 from sctbr.model._data import TBRDataModule, max_abs, prepare_arrays
-from sctbr.model._heads import refine_module
+from sctbr.model._heads import refine_final, refine_module
 from sctbr.model._lam_path import check_lam_grid, select
 from sctbr.model._module import TBRModule, resolve_losses
 from sctbr.model._outputs import OutputsMixin
@@ -245,6 +245,7 @@ class TBR(OutputsMixin, TransferMixin, BaseModelClass):
         train_size: float = 0.8,
         validation_size: float = 0.2,
         refine: bool = True,
+        final_refine: bool = True,
         fit_fraction: float = 0.7,
         sparsify_lr_factor: float = 0.3,
         lam_grid: Sequence[float] | None = None,
@@ -260,7 +261,7 @@ class TBR(OutputsMixin, TransferMixin, BaseModelClass):
         num_threads: int | None = None,
         **trainer_kwargs,
     ) -> None:
-        """Train through Lightning (GPU when present, CPU otherwise): one fit in three phases.
+        """Train through Lightning (GPU when present, CPU otherwise): one fit in three phases, then a final refinement.
 
         1. **Fit**: ``fit_fraction`` of the epochs minimise the prediction error alone (Adam, cosine decay).
         2. **Basis refinement**: the prediction term is unchanged by any invertible linear map of the latents
@@ -270,6 +271,8 @@ class TBR(OutputsMixin, TransferMixin, BaseModelClass):
            gradient steps cross only slowly.
         3. **Sparsify**: the remaining epochs minimise error + ``lam * penalty`` with proximal (soft-threshold)
            steps, at ``sparsify_lr_factor * lr``, giving exact zeros in ``Delta``.
+        4. **Final refinement** (``final_refine``, below): the basis refinement on unpenalised heads of the final
+           latents, then the heads solved exactly in the new basis.
 
         With ``refine=False`` and ``fit_fraction=0`` this is the paper's plain recipe (penalised training from
         the start). The baseline has no tree: it runs phase 1 only, for all epochs. Each phase starts with fresh Adam
@@ -302,6 +305,14 @@ class TBR(OutputsMixin, TransferMixin, BaseModelClass):
             test set, in ``model.test_indices``.
         refine
             Run the basis refinement (phase 2).
+        final_refine
+            With ``refine``: after the last phase, refine the basis once more, on unpenalised heads (per
+            environment, least squares of the target on the latents of the training and validation cells), and map
+            the module's heads into the new basis (:func:`~sctbr.model._heads.refine_final`). The sparsify phase
+            shrinks the heads towards sparsity in the basis it started from, so a refinement on the module's own heads
+            keeps that basis; on unpenalised heads it can still move it. With one target, the heads are then solved
+            exactly for the training objective with the latents fixed (a lasso), which restores the exact zeros of
+            ``Delta``. Not for binary (logistic) targets. Measured in :doc:`/cells_needed`.
         fit_fraction
             Fraction of the epochs spent in phase 1.
         sparsify_lr_factor
@@ -438,6 +449,13 @@ class TBR(OutputsMixin, TransferMixin, BaseModelClass):
                 "Training diverged (NaN or infinite weights). Lower the learning rate (e.g. lr=1e-3), check that "
                 "the inputs are scaled (log-normalised expression, not raw counts), or reduce `lam`."
             )
+        self.final_refinement_ = None
+        if refine and final_refine and tree_model and not bool(self.module.logistic_mask.any()):
+            cells = np.concatenate([datamodule.train_idx, datamodule.val_idx]).astype(int)
+            with torch_threads(threads):
+                self.final_refinement_ = refine_final(
+                    self.module, self.tree, self.environments_, data, cells, datamodule.train_idx, random_state
+                )
 
     def _run_fit(self, plan, datamodule, accelerator, devices, checkpoint_dir, ckpt_path, trainer_kwargs) -> None:
         """One Lightning fit over all phases (resumed from ``ckpt_path`` if given)."""

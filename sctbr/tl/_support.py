@@ -1,7 +1,7 @@
 """Which latent changed on which arc: the support of Delta re-estimated with the latents fixed, with confidence.
 
 After training, the latents are fixed and the heads are a linear model in ``(bias, w0, Delta)``
-(:mod:`sctbr.tl._heads_lasso`). :func:`estimate_changes` fits that model exactly (default ``method="adaptive"``):
+(:mod:`sctbr._heads_lasso`). :func:`estimate_changes` fits that model exactly (default ``method="adaptive"``):
 
 1. a lasso path over ``lam`` on the training cells (every entry of Delta penalised, the root not); the ``lam``
    with the smallest error on the validation cells gives a first estimate;
@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from sctbr import _heads_lasso as hl
 from sctbr._tree import EnvironmentTree
-from sctbr.tl import _heads_lasso as hl
 
 #: Default frequency an entry needs over the bootstrap to count as changed.
 MIN_FREQUENCY = 0.9

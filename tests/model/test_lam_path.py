@@ -18,9 +18,11 @@ EPOCHS = 20
 
 
 def auto_model(adata, lam="auto", **train):
+    """A fit along the lambda path; without the final refinement, so that the model ends at the chosen solution."""
     TBR.setup_anndata(adata, target="y", groupby="environment")
     model = TBR(adata, tree=adata.uns["environment_tree"], n_latent=2, hidden=(16,), lam=lam)
-    model.train(**{"max_epochs": EPOCHS, "validation_size": 0.25, "train_size": 0.75, **QUIET, **train})
+    kwargs = {"max_epochs": EPOCHS, "validation_size": 0.25, "train_size": 0.75, "final_refine": False}
+    model.train(**{**kwargs, **QUIET, **train})
     return model
 
 

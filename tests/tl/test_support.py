@@ -1,4 +1,4 @@
-"""The support estimate of Delta with the latents fixed (``sctbr.tl._support``, ``sctbr.tl._heads_lasso``).
+"""The support estimate of Delta with the latents fixed (``sctbr.tl._support``, ``sctbr._heads_lasso``).
 
 No training: the latents are the simulation's true ones (a perfect encoder), slightly mixed, so the tests check the
 estimator itself. Bars measured on these settings (seeds 0-2): F1 1.0 on all-nodes trees with a 2% mixing; they
@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 import sctbr
+from sctbr import _heads_lasso as hl
 from sctbr.metrics import support_recovery
-from sctbr.tl import _heads_lasso as hl
 from sctbr.tl._support import estimate_changes, unresolved_pairs
 from sctbr.tl._write import changes_to_uns
 
