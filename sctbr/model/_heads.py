@@ -101,15 +101,18 @@ def refine_module(module, tree, environments, data: dict, train_idx: np.ndarray,
     return {"penalty_before": float(start_value), "penalty_after": float(value), "basis": m}
 
 
-def least_squares_heads(module, tree, environments, data: dict, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def least_squares_heads(
+    module, tree, environments, data: dict, idx: np.ndarray, z: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Unpenalised heads of the cells ``idx``: per environment, least squares of the standardised target on ``[1, z]``.
 
     Returns ``(heads, observed)``: heads ``(targets, nodes, latents)`` (0 at nodes without enough cells) and the mask of
     nodes with more cells than ``latents + 1``. Unlike the module's own heads after the sparsify phase, these are
-    not shrunk towards the current basis, so the refinement can compare bases on equal terms.
+    not shrunk towards the current basis, so the refinement can compare bases on equal terms. ``z``: the latents of
+    ``idx`` when the caller has them already.
     """
     idx = np.asarray(idx)
-    z = encode(module, data, idx).astype(np.float64)
+    z = encode(module, data, idx).astype(np.float64) if z is None else np.asarray(z, dtype=np.float64)
     y = data[Y_KEY][idx].numpy().astype(np.float64).reshape(len(idx), -1)
     y = (y - module.y_mean.cpu().numpy()) / module.y_std.cpu().numpy()
     env = data[ENV_KEY][idx].numpy().reshape(-1)
@@ -141,8 +144,8 @@ def refine_final(
     :mod:`~sctbr._heads_lasso`), which restores the exact zeros of ``Delta`` in the new basis; trees with more
     than ``MAX_RESOLVE`` head parameters keep the mapped heads.
     """
-    heads, observed = least_squares_heads(module, tree, environments, data, idx)
     z = encode(module, data, idx).astype(np.float64)
+    heads, observed = least_squares_heads(module, tree, environments, data, idx, z=z)
     corr = np.atleast_2d(np.corrcoef(z.T))
     parent_index = np.array([-1] + [tree.node_index([p])[0] for p, _ in tree.arcs], dtype=int)
     m, _, value, start_value = refine_basis(
