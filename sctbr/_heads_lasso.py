@@ -7,8 +7,9 @@ environment ``e`` is ``bias + z . (w0 + P[e] @ Delta)`` (``P`` the path matrix o
 (cells reweighted) costs ``O(environments x d^2)`` per iteration, whatever the number of cells.
 
 :func:`solve` minimises ``1/(2n) sum (y - prediction)^2 + lam * sum_aj omega_aj |Delta_aj|`` by FISTA (accelerated
-proximal gradient, Beck & Teboulle 2009); the soft-thresholding step returns exact zeros. Used by
-:mod:`sctbr.tl._support`.
+proximal gradient, Beck & Teboulle 2009); the soft-thresholding step returns exact zeros. Used by the support
+estimate (:mod:`sctbr.tl._support`) and by the final refinement's exact re-solve of the heads
+(:func:`sctbr.model._heads.refine_final`).
 """
 
 from __future__ import annotations

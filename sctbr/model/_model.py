@@ -312,7 +312,9 @@ class TBR(OutputsMixin, TransferMixin, BaseModelClass):
             shrinks the heads towards sparsity in the basis it started from, so a refinement on the module's own heads
             keeps that basis; on unpenalised heads it can still move it. With one target, the heads are then solved
             exactly for the training objective with the latents fixed (a lasso), which restores the exact zeros of
-            ``Delta``. Not for binary (logistic) targets. Measured in :doc:`/cells_needed`.
+            ``Delta``. Not for binary (logistic) targets. Measured in :doc:`/cells_needed`. Its summary
+            (penalties before and after, the map ``basis``, whether the heads were ``resolved``) is in
+            ``model.final_refinement_`` (``None`` when it did not run).
         fit_fraction
             Fraction of the epochs spent in phase 1.
         sparsify_lr_factor
