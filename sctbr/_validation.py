@@ -354,6 +354,7 @@ def check_train_args(
     lam_grid=None,
     path_epochs=0.5,
     refine=True,
+    final_refine=True,
     early_stopping=False,
 ) -> None:
     """The numeric arguments of :meth:`sctbr.model.TBR.train` (and of ``sctbr.tl``), before any work."""
@@ -375,5 +376,6 @@ def check_train_args(
     check_grid("lam_grid", lam_grid)
     check_real("path_epochs", path_epochs, low=0.0, high=1.0, low_open=True, fix="A fraction of max_epochs, e.g. 0.1.")
     check_bool("refine", refine)
+    check_bool("final_refine", final_refine)
     if early_stopping is not None:
         check_bool("early_stopping", early_stopping)

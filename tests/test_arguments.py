@@ -146,6 +146,8 @@ TABLE = [
     ("TBR.train", {"sparsify_lr_factor": 0}, ValueError, r"`sparsify_lr_factor`"),
     ("TBR.train", {"validation_size": -0.1}, ValueError, r"`validation_size`"),
     ("TBR.train", {"early_stopping": "yes"}, TypeError, r"`early_stopping`"),
+    ("TBR.train", {"final_refine": "yes"}, TypeError, r"`final_refine` must be True or False"),
+    ("tl.tbr", {"final_refine": 1}, TypeError, r"`final_refine`"),
     # data sets that take the user's AnnData
     ("datasets.semisynthetic", {"noise_y": -1.0}, ValueError, r"`noise_y` must be a finite number >= 0, got -1.0"),
     ("datasets.semisynthetic", {"noise_y": "low"}, TypeError, r"`noise_y`"),

@@ -368,7 +368,7 @@ class TBR(OutputsMixin, TransferMixin, BaseModelClass):
             max_epochs=max_epochs, lr=lr, batch_size=batch_size, train_size=train_size,
             validation_size=validation_size, random_state=random_state, fit_fraction=fit_fraction,
             sparsify_lr_factor=sparsify_lr_factor, lam_grid=lam_grid, path_epochs=path_epochs, refine=refine,
-            early_stopping=early_stopping,
+            final_refine=final_refine, early_stopping=early_stopping,
         )  # fmt: skip
         if not 0 <= fit_fraction <= 1:
             raise ValueError(f"`fit_fraction` must lie in [0, 1], got {fit_fraction}.")

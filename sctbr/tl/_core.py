@@ -34,7 +34,15 @@ from sctbr.tl._support import Changes, estimate_changes
 from sctbr.tl._write import write_result
 
 #: TBR.train arguments that tl passes through ``train_kwargs`` and checks up front.
-_TRAIN_CHECKED = ("fit_fraction", "sparsify_lr_factor", "lam_grid", "path_epochs", "refine", "early_stopping")
+_TRAIN_CHECKED = (
+    "fit_fraction",
+    "sparsify_lr_factor",
+    "lam_grid",
+    "path_epochs",
+    "refine",
+    "final_refine",
+    "early_stopping",
+)
 _BASELINE_GROUP = "_all_cells"
 
 
