@@ -26,8 +26,8 @@ from sctbr.model._heads import refine_final, refine_module
 from sctbr.model._lam_path import check_lam_grid, select
 from sctbr.model._module import TBRModule, resolve_losses
 from sctbr.model._outputs import OutputsMixin
-from sctbr.model._phases import PhaseWork, phase_callbacks, plan_phases
-from sctbr.model._policy import DEFAULT_BATCH_SIZE
+from sctbr.model._phases import PhaseWork, plan_phases, wire_trainer
+from sctbr.model._policy import max_epochs_for
 from sctbr.model._policy import resolve as _resolve_policy
 from sctbr.model._quiet import QuietTrainRunner
 from sctbr.model._threads import fit_threads, torch_threads
@@ -36,12 +36,6 @@ from sctbr.model._transfer import TransferMixin
 
 #: Default sparsity weight (relative to the standardised target's variance), chosen on simulations.
 DEFAULT_LAM = 1e-3
-
-
-def _max_epochs_heuristic(n_obs: int) -> int:
-    """About 300 epochs for 10^4 cells, fewer for large data (at least 20 000 steps, at most 300 epochs)."""
-    steps_per_epoch = max(1, n_obs * 0.8 / DEFAULT_BATCH_SIZE)
-    return int(np.clip(np.ceil(20_000 / steps_per_epoch), 20, 300))
 
 
 class TBR(OutputsMixin, TransferMixin, BaseModelClass):
@@ -397,7 +391,7 @@ class TBR(OutputsMixin, TransferMixin, BaseModelClass):
         else:
             self.module.set_target_scale(y_train.mean(0).numpy(), y_train.std(0).numpy())
         if max_epochs is None:
-            max_epochs = _max_epochs_heuristic(self.adata.n_obs)
+            max_epochs = max_epochs_for(self.adata.n_obs)
         ckpt_path = None
         if checkpoint_dir is not None:
             config = ckpt.fit_config(self, fit_settings, plan_kwargs, max_epochs)
@@ -421,13 +415,7 @@ class TBR(OutputsMixin, TransferMixin, BaseModelClass):
         )
         work = PhaseWork(self, data, datamodule, refine=refine and tree_model, path=auto, random_state=random_state)
         plan = self._training_plan_cls(self.module, lr=phases[0].lr, phases=phases, **plan_kwargs)
-        callbacks = [work, ckpt.DivergenceCheck(), *phase_callbacks(trainer_kwargs, early_stopping)]
-        if validation_size == 0:
-            trainer_kwargs["limit_val_batches"] = 0
-        else:
-            # scvi-tools' Trainer validates only with early stopping unless told otherwise
-            trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
-        trainer_kwargs["callbacks"] = [*(trainer_kwargs.get("callbacks") or []), *callbacks]
+        wire_trainer(trainer_kwargs, [work, ckpt.DivergenceCheck()], early_stopping, validation=validation_size > 0)
         lam = self.module.lam
         threads = fit_threads(num_threads)
         torch.manual_seed(int(random_state))

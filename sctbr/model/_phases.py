@@ -55,6 +55,18 @@ def plan_phases(
     return phases
 
 
+def wire_trainer(trainer_kwargs: dict, callbacks: list[Callback], early_stopping: bool, validation: bool) -> None:
+    """Edit the fit's ``trainer_kwargs`` in place: validation every epoch (none without ``validation`` cells), and
+    after the user's callbacks ``callbacks``, early stopping by phase and the phase-labelled progress bar."""
+    if not validation:
+        trainer_kwargs["limit_val_batches"] = 0
+    else:
+        # scvi-tools' Trainer validates only with early stopping unless told otherwise
+        trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
+    own = [*callbacks, *phase_callbacks(trainer_kwargs, early_stopping)]
+    trainer_kwargs["callbacks"] = [*(trainer_kwargs.get("callbacks") or []), *own]
+
+
 def phase_callbacks(trainer_kwargs: dict, early_stopping: bool) -> list[Callback]:
     """Early stopping by phase and the phase-labelled progress bar, as ``trainer_kwargs`` ask (which it edits)."""
     options = {

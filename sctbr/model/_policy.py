@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 #: Base learning rate (at ``DEFAULT_BATCH_SIZE``) and the batch size of small training sets.
 DEFAULT_LR = 3e-3
 DEFAULT_BATCH_SIZE = 128
@@ -38,6 +40,13 @@ MIN_STEPS_PER_EPOCH = 16
 LARGE_DATA = 8192
 #: Epochs without improvement of the validation objective that end a phase.
 PATIENCE = 20
+
+
+def max_epochs_for(n_obs: int) -> int:
+    """The default epochs of ``n_obs`` cells: about 300 for 10^4 cells, fewer for large data (at least 20 000 steps
+    of ``DEFAULT_BATCH_SIZE`` cells at the default 80% training split, at most 300 epochs)."""
+    steps_per_epoch = max(1, n_obs * 0.8 / DEFAULT_BATCH_SIZE)
+    return int(np.clip(np.ceil(20_000 / steps_per_epoch), 20, 300))
 
 
 def batch_size_for(n_train: int) -> int:
