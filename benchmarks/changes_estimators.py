@@ -28,6 +28,12 @@ Scores as in ``changes.py``: precision / recall / F1 of "changed" against the tr
 unresolved pairs count as not changed), and at k = 0 the fraction called. Fits are cached in ``--cache`` (one pickle
 per data set, default in the temporary directory), so a second run takes seconds.
 
+Next to it, ``encoder.csv`` (next to ``--out``) says how far the encoder is from the true latents, per fit: the
+residual variance of the validation cells over that of the training cells, both under the heads' least-squares fit
+on the training cells (about 1 with the true latents; larger when the encoder fits its training cells' noise), and
+the span bound, the mean over true latents of the correlation the best linear map of the fitted latents reaches
+(no choice of basis gets an MCC above it).
+
     OMP_NUM_THREADS=1 python benchmarks/changes_estimators.py                  # 4 settings x 5 seeds, ~7 min of fits
     OMP_NUM_THREADS=1 python benchmarks/changes_estimators.py --settings balanced4 --seeds 2
 """
@@ -98,6 +104,31 @@ def _least_squares(z, y, nodes, tree, split):
     for a, b, _ in sup.unresolved_pairs(tree, observed):
         on_pair[[a, b]] = True
     return prob, delta, se, on_pair
+
+
+def encoder_row(setting: str, seed: int, data: dict) -> dict:
+    """Validation / training residual variance of the least-squares heads, fitted and true latents; the span bound."""
+    import sctbr
+    from sctbr.tl import _support as sup
+
+    tree = sctbr.EnvironmentTree.coerce(data["tree"])
+    nodes, split, y = data["nodes"], data["split"], data["y"]
+    observed = sorted(set(nodes))
+    env = pd.Index(observed).get_indexer(nodes)
+    path = tree.path_matrix(observed, dtype=np.float64)
+    train, val = split == "train", split == "validation"
+    ys = (y - y[train].mean()) / y[train].std()
+    row = {"setting": setting, "seed": seed}
+    for name, z in (("fitted", data["latents"]), ("true", data["z_true"])):
+        prob, *_ = _least_squares(z, y, nodes, tree, split)
+        root, delta = prob.split(prob.refit(np.ones((prob.n_arcs, prob.d1 - 1), dtype=bool)))
+        err = [sup._cell_errors(z[c], ys[c], env[c], path, root, delta).mean() for c in (val, train)]
+        row[f"residual_ratio_{name}"] = float(err[0] / err[1])
+    x = np.c_[np.ones(val.sum()), data["latents"][val]]
+    zt = data["z_true"][val]
+    resid = zt - x @ np.linalg.lstsq(x, zt, rcond=None)[0]
+    row["span_bound"] = float(np.mean(np.sqrt(1 - resid.var(axis=0) / zt.var(axis=0))))
+    return row
 
 
 def estimate(name: str, z, data: dict, tree, seed: int, alpha: float) -> np.ndarray:
@@ -189,12 +220,13 @@ def main(argv=None) -> None:
     unknown = set(estimators) - set(ESTIMATORS)
     if unknown:
         p.error(f"unknown estimators {sorted(unknown)}; choose from {ESTIMATORS}")
-    rows = []
+    rows, encoder = [], []
     for setting in args.settings.split(","):
         for seed in range(args.seeds):
             data = fit_once(setting, seed, Path(args.cache))
             new = score(setting, seed, data, estimators, args.alpha)
             rows += new
+            encoder.append(encoder_row(setting, seed, data) | {"mcc": new[0]["mcc"]})
             print(
                 f"{setting:>21} seed={seed} MCC {new[0]['mcc']:.3f}  "
                 + "  ".join(f"{r['latents']}/{r['estimator']} F1 {r.get('f1', np.nan):.3f}" for r in new),
@@ -203,6 +235,9 @@ def main(argv=None) -> None:
     df = pd.DataFrame(rows)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(args.out, index=False)
+    enc = pd.DataFrame(encoder)
+    enc.to_csv(Path(args.out).with_name("encoder.csv"), index=False)
+    print(enc.groupby("setting", sort=False).mean(numeric_only=True).drop(columns="seed").round(3).to_string())
     table = df.groupby(["setting", "latents", "estimator"], sort=False).agg(
         f1_mean=("f1", "mean"),
         f1_worst=("f1", "min"),

@@ -59,6 +59,8 @@ RECIPES = {
     "es_fit": {"fit": {"early_stopping": True, "early_stopping_phases": ("fit",)}},
     # the default before the final refinement (2026-12-01): the fit ends with the sparsify phase
     "no_final": {"fit": {"final_refine": False}},
+    # a narrower encoder than the default (256, 64): less capacity to memorise a few hundred cells per environment
+    "narrow": {"fit": {"hidden": (64, 32)}},
 }
 _ORIGINAL: dict = {}
 
