@@ -10,7 +10,8 @@ environments cannot tell apart). This script runs the **default** call (``random
 - ``balanced4_regulatory``: the same with ``psi="regulatory"`` (the second non-linearity);
 - ``yule12``, ``yule16``: Yule trees (``sctbr.datasets.random_tree(n, random_state=seed)``) of 12 / 16 leaves, cells at
   the leaves only, 300 per leaf, k = 1, 5 latents;
-- ``balanced4_k0``: ``balanced4`` with k = 0 (nothing changes: the latents are not identified).
+- ``balanced4_k0``: ``balanced4`` with k = 0 (nothing changes: the latents are not identified);
+- ``balanced4_1000``, ``balanced4_1000_k0``: ``balanced4`` and ``balanced4_k0`` with 1 000 cells per environment.
 
 Each fit is scored against ``uns["simulation"]["deltas"]`` after matching the fitted latents to the true ones
 (permutation and sign, ``sctbr.metrics.match_latents`` on the validation cells, ``obs["tbr_split"]``):
@@ -58,14 +59,17 @@ import numpy as np
 import pandas as pd
 
 SETTINGS = {
-    # name: (shape, k, psi) of benchmarks/small_data.py's simulate(), 5 latents, 300 cells per environment
-    "balanced4": ("balanced4", 1, "mlp"),
-    "balanced4_regulatory": ("balanced4", 1, "regulatory"),
-    "yule12": ("yule12", 1, "mlp"),
-    "yule16": ("yule16", 1, "mlp"),
-    "balanced4_k0": ("balanced4", 0, "mlp"),
+    # name: (shape, k, psi, cells per environment), 5 latents
+    "balanced4": ("balanced4", 1, "mlp", 300),
+    "balanced4_regulatory": ("balanced4", 1, "regulatory", 300),
+    "yule12": ("yule12", 1, "mlp", 300),
+    "yule16": ("yule16", 1, "mlp", 300),
+    "balanced4_k0": ("balanced4", 0, "mlp", 300),
+    # more cells: where the latents are better identified (the least-squares test of the support estimate)
+    "balanced4_1000": ("balanced4", 1, "mlp", 1000),
+    "balanced4_1000_k0": ("balanced4", 0, "mlp", 1000),
 }
-N_LATENT, CELLS = 5, 300
+N_LATENT = 5
 #: Targets of issue 16 (F1 of "changed"); k = 0: fraction called changed below 5%.
 TARGETS = {"balanced4": 0.9, "balanced4_regulatory": 0.9, "yule12": 0.8, "yule16": 0.8}
 BINS = [("0", 0.0, 0.0), ("(0, 0.5]", 0.0, 0.5), ("(0.5, 0.9)", 0.5, 0.9), ("[0.9, 1]", 0.9, 1.0)]
@@ -76,8 +80,8 @@ def simulate(setting: str, seed: int):
     """One data set: ``balanced4`` (depth 4, all nodes) or ``yuleN`` (N leaves, leaves only)."""
     import sctbr
 
-    shape, k, psi = SETTINGS[setting]
-    common = {"n_latent": N_LATENT, "k": k, "psi": psi, "n_obs_per_env": CELLS, "random_state": seed}
+    shape, k, psi, cells = SETTINGS[setting]
+    common = {"n_latent": N_LATENT, "k": k, "psi": psi, "n_obs_per_env": cells, "random_state": seed}
     if shape == "balanced4":
         return sctbr.datasets.simulate(depth=4, **common)
     tree = sctbr.datasets.random_tree(int(shape.removeprefix("yule")), random_state=seed)
@@ -201,6 +205,8 @@ def run_one(setting: str, seed: int) -> tuple[dict, pd.DataFrame]:
         return out
 
     changed = aligned(changes["changed"]) > 0
+    tested = aligned(changes["tested"]) > 0
+    test_only = changed & tested & (aligned(changes["frequency"]) < float(changes["min_frequency"]))
     unresolved = aligned(changes["unresolved"]) > 0
     frequency = aligned(changes["frequency"])
     signs = np.zeros(truth.shape[1])
@@ -242,6 +248,11 @@ def run_one(setting: str, seed: int) -> tuple[dict, pd.DataFrame]:
         "true_on_pairs_flagged": int((true_nz & on_pair & unresolved).sum()),
         "sign_agree": float(np.mean(np.sign(delta[tp]) == np.sign(truth[tp]))) if tp.any() else np.nan,
         "frac_called": float(changed.mean()),
+        # changed only through the least-squares test (the lasso's bootstrap did not keep them), and F1 without them
+        "called_by_test_only": int(test_only.sum()),
+        "f1_without_test": support_recovery(truth, (changed & ~test_only).astype(float))["f1"]
+        if true_nz.any()
+        else np.nan,
         "trained_exact_f1": trained["exact_f1"],
         "mcc": float(np.mean(matching["abs_corr"])),
         "true_changes_freq_ge_0.9": float(np.mean(frequency[true_nz] >= 0.9)) if true_nz.any() else np.nan,
@@ -275,6 +286,8 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
         recall_mean=("recall", "mean"),
         f1_resolvable_mean=("f1_resolvable", "mean"),
         f1_resolvable_worst=("f1_resolvable", "min"),
+        f1_without_test_mean=("f1_without_test", "mean"),
+        called_by_test_only=("called_by_test_only", "mean"),
         oracle_f1_mean=("oracle_f1", "mean"),
         oracle_f1_worst=("oracle_f1", "min"),
         f1_sparsest_mean=("f1_sparsest", "mean"),

@@ -11,8 +11,10 @@ call) and keeps the latents; then, with the latents fixed, it re-runs support es
 Estimators:
 
 - ``adaptive``: the default (``sctbr.tl._support.estimate_changes``: lasso, then adaptive lasso with weights from it,
-  λ on the validation cells, 20 bootstraps, frequency ≥ 0.9);
-- ``adaptive_ls``: the same with the adaptive weights from the unpenalised least-squares fit (minimum norm where the
+  λ on the validation cells, 20 bootstraps, frequency ≥ 0.9; or called by the least-squares test with the
+  validation cells' variance);
+- ``lasso_only``: the default without that test (``test_alpha=0``), the default before 2026-12-01;
+- ``adaptive_ls``: ``lasso_only`` with the adaptive weights from the unpenalised least-squares fit (minimum norm where the
   tree leaves it free) instead of the first lasso, the textbook adaptive lasso, so that no entry is excluded by the
   first stage;
 - ``ttest``: the unpenalised least-squares fit of ``(w0, Δ)`` on the training cells with its standard errors
@@ -52,7 +54,7 @@ import pandas as pd
 from changes import simulate
 
 SETTINGS = ("balanced4", "balanced4_regulatory", "balanced4_k0", "yule12", "yule16")
-ESTIMATORS = ("adaptive", "adaptive_ls", "ttest", "ttest_validation", "screen_clean")
+ESTIMATORS = ("adaptive", "lasso_only", "adaptive_ls", "ttest", "ttest_validation", "screen_clean")
 
 
 def fit_once(setting: str, seed: int, cache: Path) -> dict:
@@ -153,6 +155,8 @@ def estimate(name: str, z, data: dict, tree, seed: int, alpha: float) -> np.ndar
         bound = norm.isf(0.05 / max(int(screened.sum()), 1))
         clean = screened & (np.sign(d_val) == np.sign(delta)) & (np.abs(d_val) / np.maximum(se_val, 1e-300) > bound)
         return clean | estimate("adaptive", z, data, tree, seed, alpha)
+    if name == "lasso_only":
+        return np.asarray(sup.estimate_changes(*args, random_state=seed, test_alpha=0).changed, dtype=bool)
     if name == "adaptive_ls":
         prob, delta, _, _ = _least_squares(*args)
         original = sup._select
@@ -165,7 +169,7 @@ def estimate(name: str, z, data: dict, tree, seed: int, alpha: float) -> np.ndar
 
         sup._select = select
         try:
-            found = sup.estimate_changes(*args, random_state=seed)
+            found = sup.estimate_changes(*args, random_state=seed, test_alpha=0)  # a variant of the lasso alone
         finally:
             sup._select = original
         return np.asarray(found.changed, dtype=bool)

@@ -129,9 +129,10 @@ class OutputsMixin:
             non-zero entries). ``True``: the support estimate that :func:`sctbr.tl.tbr` / :func:`sctbr.tl.fit` ran
             after training (stored in ``uns["tbr"]["changes"]``), as a tidy frame with one row per arc x latent:
             ``arc``, ``latent``, ``delta`` (refitted with the latents fixed), ``frequency`` (share of bootstrap
-            samples of the training cells that select the entry), ``changed`` (the rule: selected on all training
-            cells and ``frequency >= 0.9``) and ``unresolved`` (a change the observed environments cannot place on
-            one of two arcs; never ``changed``). See "Which latent changed on which arc" in :doc:`/using_latents`.
+            samples of the training cells that select the entry), ``tested`` (a least-squares test with the
+            validation cells' variance calls it), ``changed`` (the rule: selected on all training cells and
+            ``frequency >= 0.9``, or ``tested``) and ``unresolved`` (a change the observed environments cannot place
+            on one of two arcs; never ``changed``). See "Which latent changed on which arc" in :doc:`/using_latents`.
 
         Examples
         --------

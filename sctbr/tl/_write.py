@@ -26,6 +26,8 @@ def changes_to_uns(changes) -> dict:
         "frequency": changes.frequency.copy(),
         "changed": changes.changed.astype(bool),
         "unresolved": changes.unresolved.astype(bool),
+        "tested": changes.tested.astype(bool),
+        "test_alpha": float(changes.test_alpha),
         "method": changes.method,
         "lam": float(changes.lam),
         "min_frequency": float(changes.min_frequency),
