@@ -50,14 +50,14 @@ class Changes:
 
     delta: pd.DataFrame
     frequency: pd.DataFrame
+    tested: pd.DataFrame
     changed: pd.DataFrame
     unresolved: pd.DataFrame
     lam: float
     method: str
     min_frequency: float
     n_bootstrap: int
-    tested: pd.DataFrame | None = None
-    test_alpha: float = 0.0
+    test_alpha: float
     extra: dict = field(default_factory=dict)
 
     def tidy(self) -> pd.DataFrame:
@@ -65,8 +65,7 @@ class Changes:
         ``unresolved``."""
         out = self.delta.stack().rename("delta").to_frame()
         out["frequency"] = self.frequency.stack()
-        tested = self.tested if self.tested is not None else self.changed & False
-        out["tested"] = tested.stack().astype(bool)
+        out["tested"] = self.tested.stack().astype(bool)
         out["changed"] = self.changed.stack().astype(bool)
         out["unresolved"] = self.unresolved.stack().astype(bool)
         out.index = out.index.set_names(["arc", "latent"])
@@ -292,12 +291,12 @@ def estimate_changes(
     return Changes(
         delta=frame(delta * std),
         frequency=frame(freq),
+        tested=frame(tested),
         changed=frame(changed),
         unresolved=frame(unresolved),
         lam=float(lam),
         method=method,
         min_frequency=float(min_frequency),
         n_bootstrap=int(n_bootstrap),
-        tested=frame(tested),
         test_alpha=float(test_alpha) if validation is not train else 0.0,
     )
