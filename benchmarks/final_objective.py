@@ -23,41 +23,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import warnings
 from pathlib import Path
 
-import numpy as np
+from small_data import map_jobs
 
 LOG_EPS = (0.3, 0.1, 0.03)
 
 
 def run(job: tuple[str, int]) -> dict:
     """One default fit; the MCC of every variant of the final refinement's basis on the same heads."""
-    import torch
-
-    torch.set_num_threads(1)
-    warnings.filterwarnings("ignore")
-    logging.disable(logging.WARNING)
     import small_data
 
-    import sctbr
-    import sctbr.model._heads as heads_mod
-    import sctbr.model._model as model_mod
     from sctbr.metrics import mcc
     from sctbr.model._basis import refine_basis
 
     shape, seed = job
     store: dict = {}
-    original = heads_mod.refine_final
 
-    def recording(module, tree, environments, data, idx, train_idx, random_state):
-        z_all = heads_mod.encode(module, data).astype(np.float64)
-        z = z_all[np.asarray(idx)]
-        heads, observed = heads_mod.least_squares_heads(module, tree, environments, data, idx, z=z)
-        heads = heads[0]
-        corr = np.atleast_2d(np.corrcoef(z.T))
-        parents = heads_mod._parent_index(tree)
+    def record(z_all, idx, heads, observed, corr, parents, random_state):
         m1, v1, penalty1, _ = refine_basis(heads, parents, observed, corr, random_state=random_state)
         maps = {"l1": m1}
         for eps in LOG_EPS:  # Z M1 has correlations M1' C M1 (unit variances: M1 is normalised)
@@ -68,15 +51,8 @@ def run(job: tuple[str, int]) -> dict:
         more = refine_basis(heads, parents, observed, corr, random_state=random_state, n_starts=128)
         maps["l1x128"] = more[0]
         store.update(z=z_all, maps=maps, penalties={"penalty_l1": penalty1, "penalty_l1x128": more[2]})
-        return original(module, tree, environments, data, idx, train_idx, random_state)
 
-    model_mod.refine_final = recording
-    try:
-        adata = small_data.simulate(shape, 300, 5, "k1", "mlp", seed)
-        sctbr.tl.tbr(adata, random_state=seed, **small_data.QUIET)
-    finally:
-        model_mod.refine_final = original
-    held = np.asarray(adata.obs["tbr_split"]) == "validation"
+    adata, held = small_data.fit_recording_final(shape, seed, record)
     z_true = adata.obsm["Z_true"][held]
     out = {"shape": shape, "seed": seed, "default": mcc(z_true, adata.obsm["X_tbr"][held])}
     out.update({name: mcc(z_true, store["z"][held] @ m) for name, m in store["maps"].items()})
@@ -95,13 +71,7 @@ def main(argv=None) -> None:
     p.add_argument("--out", default="benchmarks/results/small_data/final_objective.csv")
     args = p.parse_args(argv)
     jobs = [(s, k) for s in args.shapes.split(",") for k in range(args.seeds)]
-    if args.jobs > 1:
-        from multiprocessing import Pool
-
-        with Pool(args.jobs) as pool:
-            rows = pool.map(run, jobs, chunksize=1)
-    else:
-        rows = [run(j) for j in jobs]
+    rows = map_jobs(run, jobs, args.jobs)
     df = pd.DataFrame(rows)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(args.out, index=False)

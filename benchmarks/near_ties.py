@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import warnings
 from pathlib import Path
 
 import numpy as np
+from small_data import map_jobs
 
 TAUS = (0.01, 0.02, 0.03, 0.05, 0.1)
 
@@ -83,40 +82,20 @@ def agreement(ma, mb, corr) -> float:
 
 
 def run(job: tuple[str, int, int]) -> dict:
-    import torch
-
-    torch.set_num_threads(1)
-    warnings.filterwarnings("ignore")
-    logging.disable(logging.WARNING)
     import small_data
 
-    import sctbr
-    import sctbr.model._heads as heads_mod
-    import sctbr.model._model as model_mod
     from sctbr.metrics import mcc
     from sctbr.model._basis import refine_basis
 
     shape, seed, n_starts = job
     store: dict = {}
-    original = heads_mod.refine_final
 
-    def recording(module, tree, environments, data, idx, train_idx, random_state):
-        z = heads_mod.encode(module, data, np.asarray(idx)).astype(np.float64)
-        heads, observed = heads_mod.least_squares_heads(module, tree, environments, data, idx, z=z)
-        corr = np.atleast_2d(np.corrcoef(z.T))
-        parents = heads_mod._parent_index(tree)
-        chosen, _, penalty, _ = refine_basis(heads[0], parents, observed, corr, random_state=random_state)
-        maps, penalties = local_optima(heads[0], parents, observed, corr, n_starts, random_state + 1000)
+    def record(z_all, idx, heads, observed, corr, parents, random_state):
+        chosen, _, penalty, _ = refine_basis(heads, parents, observed, corr, random_state=random_state)
+        maps, penalties = local_optima(heads, parents, observed, corr, n_starts, random_state + 1000)
         store.update(chosen=chosen, penalty=penalty, maps=maps, penalties=penalties, corr=corr)
-        return original(module, tree, environments, data, idx, train_idx, random_state)
 
-    model_mod.refine_final = recording
-    try:
-        adata = small_data.simulate(shape, 300, 5, "k1", "mlp", seed)
-        sctbr.tl.tbr(adata, random_state=seed, **small_data.QUIET)
-    finally:
-        model_mod.refine_final = original
-    held = np.asarray(adata.obs["tbr_split"]) == "validation"
+    adata, held = small_data.fit_recording_final(shape, seed, record)
     out = {"shape": shape, "seed": seed, "mcc": mcc(adata.obsm["Z_true"][held], adata.obsm["X_tbr"][held])}
     ok = np.isfinite(store["penalties"])
     agree = np.array([agreement(store["chosen"], m, store["corr"]) for m in store["maps"][ok]])
@@ -141,13 +120,7 @@ def main(argv=None) -> None:
     p.add_argument("--out", default="benchmarks/results/small_data/near_ties.csv")
     args = p.parse_args(argv)
     jobs = [(s, k, args.starts) for s in args.shapes.split(",") for k in range(args.seeds)]
-    if args.jobs > 1:
-        from multiprocessing import Pool
-
-        with Pool(args.jobs) as pool:
-            rows = pool.map(run, jobs, chunksize=1)
-    else:
-        rows = [run(j) for j in jobs]
+    rows = map_jobs(run, jobs, args.jobs)
     df = pd.DataFrame(rows)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(args.out, index=False)

@@ -131,6 +131,50 @@ def _span_r2(z_true: np.ndarray, z_fit: np.ndarray) -> float:
     return float(np.min(1 - resid.var(axis=0) / z_true.var(axis=0)))
 
 
+def fit_recording_final(shape: str, seed: int, record) -> tuple:
+    """The default ``tl.tbr`` on one data set of the 300-cell grid (5 latents, k = 1, MLP), with a look inside.
+
+    At the final refinement, before it runs, ``record(z_all, idx, heads, observed, corr, parents, random_state)``
+    gets what it works on: the latents of all cells (float64), the cells whose heads it uses, their least-squares
+    heads (nodes x latents), the observed-node mask, the latents' correlations on those cells and the parent index.
+    Returns ``(adata, held_out)`` (the validation cells' mask). One torch thread, warnings off.
+    """
+    import torch
+
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.WARNING)
+    import sctbr
+    import sctbr.model._heads as heads_mod
+    import sctbr.model._model as model_mod
+
+    original = heads_mod.refine_final
+
+    def recording(module, tree, environments, data, idx, train_idx, random_state):
+        z_all = heads_mod.encode(module, data).astype(np.float64)
+        z = z_all[np.asarray(idx)]
+        heads, observed = heads_mod.least_squares_heads(module, tree, environments, data, idx, z=z)
+        corr = np.atleast_2d(np.corrcoef(z.T))
+        record(z_all, idx, heads[0], observed, corr, heads_mod._parent_index(tree), random_state)
+        return original(module, tree, environments, data, idx, train_idx, random_state)
+
+    model_mod.refine_final = recording
+    try:
+        adata = simulate(shape, 300, 5, "k1", "mlp", seed)
+        sctbr.tl.tbr(adata, random_state=seed, **QUIET)
+    finally:
+        model_mod.refine_final = original
+    return adata, np.asarray(adata.obs["tbr_split"]) == "validation"
+
+
+def map_jobs(run, jobs: list, n_jobs: int) -> list:
+    """``[run(job) for job in jobs]``, ``n_jobs`` processes at a time."""
+    if n_jobs <= 1:
+        return [run(job) for job in jobs]
+    with ProcessPoolExecutor(max_workers=n_jobs) as pool:
+        return list(pool.map(run, jobs))
+
+
 def _held_out(adata, method: str) -> np.ndarray:
     """Validation cells of the fit stored under ``method`` (obs column, or the older uns array)."""
     col = f"{method}_split"
