@@ -8,6 +8,7 @@ extra CPU-bound processes (``python -c "while True: pass"``) started by this scr
 ``sctbr.model._threads.fit_threads()`` picks in each situation, and the 1-minute load average.
 
     python benchmarks/threads.py --steps 400 --repeats 3
+    python benchmarks/threads.py --batch-sizes 128,512,1024 --competitors 0   # a quiet machine, larger batches
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from sctbr.model._threads import fit_threads
 from sctbr.model._trainingplan import adam
 
 
-def steps_per_second(module, data, threads: int, steps: int, max_seconds: float, seed: int = 0) -> float:
+def steps_per_second(
+    module, data, threads: int, steps: int, max_seconds: float, seed: int = 0, batch_size: int = 128
+) -> float:
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -39,7 +42,7 @@ def steps_per_second(module, data, threads: int, steps: int, max_seconds: float,
         t = time.perf_counter()
         done = 0
         while done < steps and time.perf_counter() - t < max_seconds:
-            idx = torch.randint(0, x.shape[0], (128,), generator=g)
+            idx = torch.randint(0, x.shape[0], (batch_size,), generator=g)
             batch = {X_KEY: x.index_select(0, idx), Y_KEY: y.index_select(0, idx), ENV_KEY: env.index_select(0, idx)}
             _, _, out = module(batch)
             opt.zero_grad(set_to_none=True)
@@ -59,6 +62,7 @@ def main() -> None:
     p.add_argument("--max-seconds", type=float, default=20.0)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--competitors", type=int, default=1)
+    p.add_argument("--batch-sizes", default="128", help="comma-separated; 128 is the default below 8 192 cells")
     args = p.parse_args()
     warnings.filterwarnings("ignore")
     default = torch.get_num_threads()
@@ -73,7 +77,8 @@ def main() -> None:
     counts = sorted({1, 2, default})
     print(f"torch default threads {default}; cores {len(os.sched_getaffinity(0))}; counts {counts}", flush=True)
     steps_per_second(module, data, 1, 50, 5)  # warm-up
-    for n_comp in (0, args.competitors):
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    for n_comp, batch_size in [(c, b) for c in sorted({0, args.competitors}) for b in batch_sizes]:
         procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n_comp)]
         try:
             if n_comp:
@@ -83,12 +88,14 @@ def main() -> None:
             for r in range(args.repeats):
                 order = counts[r % len(counts) :] + counts[: r % len(counts)]
                 for n in order:
-                    rates[n].append(steps_per_second(module, data, n, args.steps, args.max_seconds))
+                    rates[n].append(
+                        steps_per_second(module, data, n, args.steps, args.max_seconds, batch_size=batch_size)
+                    )
                     loads.append(os.getloadavg()[0])
             picked = fit_threads()
             summary = ", ".join(f"{n} thread(s) {np.median(v):.0f} steps/s" for n, v in rates.items())
             print(
-                f"competitors {n_comp}: {summary}; ratio to 1 thread: "
+                f"batch {batch_size}, competitors {n_comp}: {summary}; ratio to 1 thread: "
                 + ", ".join(f"{n}: {np.median(v) / np.median(rates[1]):.2f}" for n, v in rates.items())
                 + f"; load average {min(loads):.2f}–{max(loads):.2f}; the rule picks {picked}",
                 flush=True,

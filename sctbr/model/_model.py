@@ -340,10 +340,12 @@ class TBR(OutputsMixin, TransferMixin, BaseModelClass):
             them on disk and reads blocks of cells for every epoch (memory: one block of about 64 MB; batches are
             shuffled within blocks, and the block order is shuffled).
         num_threads
-            Torch CPU threads during the fit (restored afterwards). ``None``: the environment variable
-            ``SCTBR_NUM_THREADS`` if set, else a rule that only lowers torch's current setting: at most the cores
-            this process may use, at most those that other processes leave idle (by the 1-minute load average), at
-            least 1 (see :doc:`/training`, "Threads"). An explicit value is used as given.
+            Torch CPU threads during the fit (restored afterwards; the count used is ``model.num_threads_``).
+            ``None``: the environment variable ``SCTBR_NUM_THREADS`` if set, else 1 with batches of at most 128
+            cells (every default fit below 8 192 training cells: same seed, same numbers), else a rule that only
+            lowers torch's current setting: at most the cores this process may use, at most those that other
+            processes leave idle (by the 1-minute load average), at least 1 (see :doc:`/training`, "Threads"). An
+            explicit value is used as given.
         **trainer_kwargs
             Passed to :class:`scvi.train.Trainer` (a Lightning ``Trainer``), e.g. ``strategy="ddp"`` with
             ``devices=2`` for data-parallel training on several devices (each process trains on its shard of every
@@ -417,7 +419,7 @@ class TBR(OutputsMixin, TransferMixin, BaseModelClass):
         plan = self._training_plan_cls(self.module, lr=phases[0].lr, phases=phases, **plan_kwargs)
         wire_trainer(trainer_kwargs, [work, ckpt.DivergenceCheck()], early_stopping, validation=validation_size > 0)
         lam = self.module.lam
-        threads = fit_threads(num_threads)
+        threads = self.num_threads_ = fit_threads(num_threads, batch_size)
         torch.manual_seed(int(random_state))
         try:
             with torch_threads(threads):

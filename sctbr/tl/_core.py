@@ -384,6 +384,7 @@ def fit(
         "max_epochs": int(len(history)),
         "lr": float(model.lr_),
         "batch_size": int(model.batch_size_),
+        "num_threads": int(model.num_threads_),
         "train_size": float(train_size),
         "validation_size": float(validation_size),
         "n_restarts": int(n_restarts),

@@ -122,14 +122,3 @@ def test_default_tbr_identifies_with_the_large_data_policy():
     held_out = (adata.obs["tbr_split"] == "validation").to_numpy()
     score = mcc(adata.obsm["Z_true"][held_out], adata.obsm["X_tbr"][held_out])
     assert score >= 0.95, f"TBR MCC {score:.3f} with the large-data policy"
-
-
-def test_same_seed_gives_identical_latents():
-    # same seed and same thread count: the thread rule follows the machine's load, and a float sum split over another
-    # number of threads differs in its last bits (seen once in CI: the two runs picked different thread counts)
-    runs = []
-    for _ in range(2):
-        adata = sctbr.datasets.simulate(depth=2, n_obs_per_env=60, random_state=3)
-        sctbr.tl.tbr(adata, max_epochs=6, random_state=7, num_threads=1, **QUIET)
-        runs.append(adata.obsm["X_tbr"])
-    np.testing.assert_array_equal(runs[0], runs[1])
