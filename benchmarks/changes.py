@@ -29,7 +29,13 @@ Each fit is scored against ``uns["simulation"]["deltas"]`` after matching the fi
   comparison, the MCC of the latents on the validation cells, and the fraction of entries called changed (the k = 0
   figure).
 
-Calibration of the selection frequency (the design gives frequencies, not intervals): all entries of all fits are
+Coverage of the intervals: ``uns["tbr"]["changes"]`` holds, for every entry the observed environments identify on its
+own, the least-squares ``estimate`` and its standard error ``se`` (latents taken as fixed). Per fit, the fraction of
+those entries whose nominal 90% interval ``estimate +- 1.645 se`` holds the true change, in the same units (target
+units per standard deviation of the matched true latent, sign-aligned): ``coverage_90``, and separately on the true
+changes and on the true zeros; ``interval_entries`` counts the entries with an interval (none on leaves-only trees).
+
+Calibration of the selection frequency: all entries of all fits are
 pooled, their frequency binned (0, (0, 0.5], (0.5, 0.9), [0.9, 1]) and, per bin, the number of entries and the
 fraction truly changed reported (also per setting in ``calibration.csv``), with the fraction of the true changes whose
 frequency is >= 0.9.
@@ -213,6 +219,18 @@ def run_one(setting: str, seed: int) -> tuple[dict, pd.DataFrame]:
     signs[ti] = sign
     delta = aligned(changes["delta"]) * signs[None, :]
     true_nz = truth != 0
+    # intervals: the estimate in true-latent columns, the truth per standard deviation of its latent (like the estimate)
+    estimate = aligned(changes["estimate"]) * signs[None, :]
+    se = aligned(changes["se"])
+    with_interval = np.isfinite(se) & np.isfinite(estimate)
+    if len(ei) < truth.shape[1]:  # an unmatched true latent has no estimate
+        with_interval[:, np.setdiff1d(np.arange(truth.shape[1]), ti)] = False
+    truth_sd = truth * np.asarray(adata.obsm["Z_true"], dtype=float).std(0)[None, :]
+    covered = np.abs(np.nan_to_num(estimate - truth_sd)) <= 1.6449 * np.nan_to_num(se)
+
+    def coverage(mask) -> float:
+        mask = mask & with_interval
+        return float(covered[mask].mean()) if mask.any() else np.nan
 
     tree = sctbr.EnvironmentTree.coerce(dict(adata.uns["environment_tree"]))
     on_pair = np.zeros(len(arcs), dtype=bool)
@@ -253,6 +271,10 @@ def run_one(setting: str, seed: int) -> tuple[dict, pd.DataFrame]:
         "f1_without_test": support_recovery(truth, (changed & ~test_only).astype(float))["f1"]
         if true_nz.any()
         else np.nan,
+        "interval_entries": int(with_interval.sum()),
+        "coverage_90": coverage(np.ones_like(true_nz)),
+        "coverage_90_changed": coverage(true_nz),
+        "coverage_90_zero": coverage(~true_nz),
         "trained_exact_f1": trained["exact_f1"],
         "mcc": float(np.mean(matching["abs_corr"])),
         "true_changes_freq_ge_0.9": float(np.mean(frequency[true_nz] >= 0.9)) if true_nz.any() else np.nan,
@@ -272,6 +294,9 @@ def run_one(setting: str, seed: int) -> tuple[dict, pd.DataFrame]:
             "on_pair": on_pair.ravel(),
             "true_delta": truth.ravel(),
             "delta": delta.ravel(),
+            "true_delta_sd": truth_sd.ravel(),
+            "estimate": np.where(with_interval, estimate, np.nan).ravel(),
+            "se": np.where(with_interval, se, np.nan).ravel(),
         }
     ).round(5)
     return row, entries
@@ -299,6 +324,11 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
         true_on_pairs_flagged=("true_on_pairs_flagged", "sum"),
         sign_agree=("sign_agree", "mean"),
         trained_exact_f1=("trained_exact_f1", "mean"),
+        interval_entries=("interval_entries", "mean"),
+        coverage_90_mean=("coverage_90", "mean"),
+        coverage_90_worst=("coverage_90", "min"),
+        coverage_90_changed=("coverage_90_changed", "mean"),
+        coverage_90_zero=("coverage_90_zero", "mean"),
         mcc_mean=("mcc", "mean"),
         mcc_worst=("mcc", "min"),
         seconds=("seconds", "mean"),
@@ -411,7 +441,8 @@ def main(argv=None) -> None:
             f"(resolvable {row['f1_resolvable']:.3f})  called {row['called']}/{row['entries']} "
             f"true {row['true_changes']}  unresolved {row['unresolved']} (true on pairs {row['true_on_pairs']}, "
             f"flagged {row['true_on_pairs_flagged']})  trained-Δ F1 {row['trained_exact_f1']:.2f}  "
-            f"MCC {row['mcc']:.3f}  {row['seconds']:.0f} s",
+            f"MCC {row['mcc']:.3f}  90% coverage {row['coverage_90']:.2f} of {row['interval_entries']}  "
+            f"{row['seconds']:.0f} s",
             flush=True,
         )
         pd.concat([done, pd.DataFrame(rows)]).to_csv(fits_csv, index=False)

@@ -27,6 +27,8 @@ def changes_to_uns(changes) -> dict:
         "changed": changes.changed.astype(bool),
         "unresolved": changes.unresolved.astype(bool),
         "tested": changes.tested.astype(bool),
+        "estimate": changes.estimate.copy(),
+        "se": changes.se.copy(),
         "test_alpha": float(changes.test_alpha),
         "method": changes.method,
         "lam": float(changes.lam),
