@@ -131,13 +131,14 @@ def _span_r2(z_true: np.ndarray, z_fit: np.ndarray) -> float:
     return float(np.min(1 - resid.var(axis=0) / z_true.var(axis=0)))
 
 
-def fit_recording_final(shape: str, seed: int, record) -> tuple:
+def fit_recording_final(shape: str, seed: int, record, context: bool = False) -> tuple:
     """The default ``tl.tbr`` on one data set of the 300-cell grid (5 latents, k = 1, MLP), with a look inside.
 
     At the final refinement, before it runs, ``record(z_all, idx, heads, observed, corr, parents, random_state)``
     gets what it works on: the latents of all cells (float64), the cells whose heads it uses, their least-squares
-    heads (nodes x latents), the observed-node mask, the latents' correlations on those cells and the parent index.
-    Returns ``(adata, held_out)`` (the validation cells' mask). One torch thread, warnings off.
+    heads (nodes x latents), the observed-node mask, the latents' correlations on those cells and the parent index;
+    with ``context=True`` also the keywords ``tree`` (the fit's ``EnvironmentTree``) and ``nodes`` (every cell's
+    environment). Returns ``(adata, held_out)`` (the validation cells' mask). One torch thread, warnings off.
     """
     import torch
 
@@ -147,6 +148,7 @@ def fit_recording_final(shape: str, seed: int, record) -> tuple:
     import sctbr
     import sctbr.model._heads as heads_mod
     import sctbr.model._model as model_mod
+    from sctbr._constants import ENV_KEY
 
     original = heads_mod.refine_final
 
@@ -155,7 +157,11 @@ def fit_recording_final(shape: str, seed: int, record) -> tuple:
         z = z_all[np.asarray(idx)]
         heads, observed = heads_mod.least_squares_heads(module, tree, environments, data, idx, z=z)
         corr = np.atleast_2d(np.corrcoef(z.T))
-        record(z_all, idx, heads[0], observed, corr, heads_mod._parent_index(tree), random_state)
+        extra = {}
+        if context:
+            names = np.asarray([str(environments[i]) for i in range(len(environments))])
+            extra = {"tree": tree, "nodes": names[data[ENV_KEY].numpy().reshape(-1)]}
+        record(z_all, idx, heads[0], observed, corr, heads_mod._parent_index(tree), random_state, **extra)
         return original(module, tree, environments, data, idx, train_idx, random_state)
 
     model_mod.refine_final = recording
