@@ -60,10 +60,10 @@ def fit_threads(num_threads: int | None = None, batch_size: int | None = None) -
 
     An explicit choice wins: ``num_threads``, else the environment variable ``SCTBR_NUM_THREADS``. Otherwise a fit
     with batches of at most ``ONE_THREAD_BATCH`` cells uses 1 thread (same seed, same numbers, whatever the load;
-    module docstring). Otherwise the rule only ever lowers torch's current setting (``torch.get_num_threads()``, which follows ``OMP_NUM_THREADS`` or
-    ``torch.set_num_threads``): at most the cores this process may use (``os.sched_getaffinity``), and at most the
-    cores that other processes leave idle (the cores less the 1-minute load average not due to this process, rounded
-    down), and at least 1. On a busy machine this is 1 thread.
+    module docstring). Otherwise the rule only ever lowers torch's current setting (``torch.get_num_threads()``,
+    which follows ``OMP_NUM_THREADS`` or ``torch.set_num_threads``): at most the cores this process may use
+    (``os.sched_getaffinity``), and at most the cores that other processes leave idle (the cores less the 1-minute
+    load average not due to this process, rounded down), and at least 1. On a busy machine this is 1 thread.
     """
     if num_threads is None:
         value = os.environ.get(ENV_VAR, "").strip()
