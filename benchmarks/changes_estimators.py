@@ -34,7 +34,9 @@ Next to it, ``encoder.csv`` (next to ``--out``) says how far the encoder is from
 residual variance of the validation cells over that of the training cells, both under the heads' least-squares fit
 on the training cells (about 1 with the true latents; larger when the encoder fits its training cells' noise), and
 the span bound, the mean over true latents of the correlation the best linear map of the fitted latents reaches
-(no choice of basis gets an MCC above it).
+(no choice of basis gets an MCC above it); and ``coverage_*``: how often the support estimate's nominal 90%
+least-squares intervals hold the true change (entries identified on their own), on the fitted and the true latents,
+with the validation cells' residual variance (the default) or the training cells' own.
 
     OMP_NUM_THREADS=1 python benchmarks/changes_estimators.py                  # 4 settings x 5 seeds, ~7 min of fits
     OMP_NUM_THREADS=1 python benchmarks/changes_estimators.py --settings balanced4 --seeds 2
@@ -130,6 +132,43 @@ def encoder_row(setting: str, seed: int, data: dict) -> dict:
     zt = data["z_true"][val]
     resid = zt - x @ np.linalg.lstsq(x, zt, rcond=None)[0]
     row["span_bound"] = float(np.mean(np.sqrt(1 - resid.var(axis=0) / zt.var(axis=0))))
+    return row
+
+
+def coverage_row(data: dict, level: float = 0.9) -> dict:
+    """Coverage of the support estimate's least-squares intervals at ``level``, fitted and true latents, with the
+    residual variance of the validation cells (the default) or of the training cells."""
+    from scipy.stats import norm
+
+    import sctbr
+    from sctbr.metrics import match_latents
+    from sctbr.tl import _support as sup
+
+    tree = sctbr.EnvironmentTree.coerce(data["tree"])
+    nodes, split, y = data["nodes"], data["split"], data["y"]
+    observed = sorted(set(nodes))
+    env = pd.Index(observed).get_indexer(nodes)
+    path = tree.path_matrix(observed, dtype=np.float64)
+    train, val = np.flatnonzero(split == "train"), np.flatnonzero(split == "validation")
+    ys = (y - y[train].mean()) / y[train].std()
+    held = split == "validation"
+    m = match_latents(data["z_true"][held], data["latents"][held])
+    # the truth per standard deviation of its latent, in standardised target units (the estimate's units)
+    truth = data["truth"] * data["z_true"][train].std(0)[None, :] / y[train].std()
+    bound = float(norm.isf((1 - level) / 2))
+    row = {}
+    for name, z in (("fitted", data["latents"]), ("true", data["z_true"])):
+        z = (z - z[train].mean(0)) / z[train].std(0)
+        for source, cells in (("validation", val), ("training", train)):
+            delta, se = sup._least_squares(sup._Problem(z, ys, env, path, train, cells))
+            if name == "fitted":  # into true-latent columns, sign-aligned
+                d, e = np.full(truth.shape, np.nan), np.full(truth.shape, np.nan)
+                d[:, m["true_index"]] = delta[:, m["est_index"]] * np.sign(m["corr"])[None, :]
+                e[:, m["true_index"]] = se[:, m["est_index"]]
+                delta, se = d, e
+            known = np.isfinite(se)
+            covered = np.abs(delta - truth)[known] <= bound * se[known]
+            row[f"coverage_{name}_{source}"] = float(covered.mean()) if known.any() else np.nan
     return row
 
 
@@ -230,7 +269,7 @@ def main(argv=None) -> None:
             data = fit_once(setting, seed, Path(args.cache))
             new = score(setting, seed, data, estimators, args.alpha)
             rows += new
-            encoder.append(encoder_row(setting, seed, data) | {"mcc": new[0]["mcc"]})
+            encoder.append(encoder_row(setting, seed, data) | coverage_row(data) | {"mcc": new[0]["mcc"]})
             print(
                 f"{setting:>21} seed={seed} MCC {new[0]['mcc']:.3f}  "
                 + "  ".join(f"{r['latents']}/{r['estimator']} F1 {r.get('f1', np.nan):.3f}" for r in new),
