@@ -110,18 +110,26 @@ def _least_squares(z, y, nodes, tree, split):
     return prob, delta, se, on_pair
 
 
-def encoder_row(setting: str, seed: int, data: dict) -> dict:
-    """Validation / training residual variance of the least-squares heads, fitted and true latents; the span bound."""
+def _cells(data: dict):
+    """``(tree, env, path, ys, train, validation)`` of a cached fit: environment codes of the cells, the path matrix
+    of the observed environments, the target standardised on the training cells, and the split masks."""
     import sctbr
-    from sctbr.tl import _support as sup
 
     tree = sctbr.EnvironmentTree.coerce(data["tree"])
-    nodes, split, y = data["nodes"], data["split"], data["y"]
-    observed = sorted(set(nodes))
-    env = pd.Index(observed).get_indexer(nodes)
-    path = tree.path_matrix(observed, dtype=np.float64)
-    train, val = split == "train", split == "validation"
+    observed = sorted(set(data["nodes"]))
+    split, y = data["split"], data["y"]
+    train = split == "train"
     ys = (y - y[train].mean()) / y[train].std()
+    env = pd.Index(observed).get_indexer(data["nodes"])
+    return tree, env, tree.path_matrix(observed, dtype=np.float64), ys, train, split == "validation"
+
+
+def encoder_row(setting: str, seed: int, data: dict) -> dict:
+    """Validation / training residual variance of the least-squares heads, fitted and true latents; the span bound."""
+    from sctbr.tl import _support as sup
+
+    tree, env, path, ys, train, val = _cells(data)
+    nodes, split, y = data["nodes"], data["split"], data["y"]
     row = {"setting": setting, "seed": seed}
     for name, z in (("fitted", data["latents"]), ("true", data["z_true"])):
         prob, *_ = _least_squares(z, y, nodes, tree, split)
@@ -140,21 +148,14 @@ def coverage_row(data: dict, level: float = 0.9) -> dict:
     residual variance of the validation cells (the default) or of the training cells."""
     from scipy.stats import norm
 
-    import sctbr
     from sctbr.metrics import match_latents
     from sctbr.tl import _support as sup
 
-    tree = sctbr.EnvironmentTree.coerce(data["tree"])
-    nodes, split, y = data["nodes"], data["split"], data["y"]
-    observed = sorted(set(nodes))
-    env = pd.Index(observed).get_indexer(nodes)
-    path = tree.path_matrix(observed, dtype=np.float64)
-    train, val = np.flatnonzero(split == "train"), np.flatnonzero(split == "validation")
-    ys = (y - y[train].mean()) / y[train].std()
-    held = split == "validation"
+    _, env, path, ys, train_mask, held = _cells(data)
+    train, val = np.flatnonzero(train_mask), np.flatnonzero(held)
     m = match_latents(data["z_true"][held], data["latents"][held])
     # the truth per standard deviation of its latent, in standardised target units (the estimate's units)
-    truth = data["truth"] * data["z_true"][train].std(0)[None, :] / y[train].std()
+    truth = data["truth"] * data["z_true"][train].std(0)[None, :] / data["y"][train].std()
     bound = float(norm.isf((1 - level) / 2))
     row = {}
     for name, z in (("fitted", data["latents"]), ("true", data["z_true"])):
