@@ -151,17 +151,19 @@ def coverage_row(data: dict, level: float = 0.9) -> dict:
     from sctbr.metrics import match_latents
     from sctbr.tl import _support as sup
 
-    _, env, path, ys, train_mask, held = _cells(data)
-    train, val = np.flatnonzero(train_mask), np.flatnonzero(held)
+    tree, _, _, _, train_mask, held = _cells(data)
+    train = np.flatnonzero(train_mask)
     m = match_latents(data["z_true"][held], data["latents"][held])
     # the truth per standard deviation of its latent, in standardised target units (the estimate's units)
     truth = data["truth"] * data["z_true"][train].std(0)[None, :] / data["y"][train].std()
     bound = float(norm.isf((1 - level) / 2))
     row = {}
     for name, z in (("fitted", data["latents"]), ("true", data["z_true"])):
-        z = (z - z[train].mean(0)) / z[train].std(0)
-        for source, cells in (("validation", val), ("training", train)):
-            delta, se = sup._least_squares(sup._Problem(z, ys, env, path, train, cells))
+        for source in ("validation", "training"):
+            prob = sup.support_problem(
+                z, data["y"], data["nodes"], tree, data["split"], standardize_latents=True, variance=source
+            )[0]
+            delta, se = sup._least_squares(prob)
             if name == "fitted":  # into true-latent columns, sign-aligned
                 d, e = np.full(truth.shape, np.nan), np.full(truth.shape, np.nan)
                 d[:, m["true_index"]] = delta[:, m["est_index"]] * np.sign(m["corr"])[None, :]

@@ -95,18 +95,9 @@ def agreement(ma, mb, corr) -> float:
 
 def cell_scores(z_all, m, y, nodes, tree, split) -> dict:
     """Cell-level sparsity of the basis ``m`` of the latents ``z_all`` (``z_all @ m``), the latents then fixed."""
-    import pandas as pd
-
     from sctbr.tl import _support as sp
 
-    train, val = np.flatnonzero(split == "train"), np.flatnonzero(split == "validation")
-    z = z_all @ m
-    z = (z - z[train].mean(0)) / z[train].std(0)
-    observed = sorted(set(nodes))
-    ys = (y - y[train].mean()) / y[train].std()
-    prob = sp._Problem(
-        z, ys, pd.Index(observed).get_indexer(nodes), tree.path_matrix(observed, dtype=np.float64), train, val
-    )
+    prob = sp.support_problem(z_all @ m, y, nodes, tree, split, standardize_latents=True)[0]
     delta, se = sp._least_squares(prob)
     out = {f"test_{a}": int(sp._tested(delta, se, a).sum()) for a in (1e-4, 0.1)}
     out["adaptive"] = int(sp._select(prob, "adaptive", 30, 1e-3)[1].sum())

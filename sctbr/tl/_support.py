@@ -124,13 +124,46 @@ class _Problem:
 
     def __init__(self, z, y, env, path, train, validation, weights=None):
         self.z, self.y, self.env, self.path = z, y, env, path
-        self.validation = validation
+        self.train, self.validation = train, validation
         self.quad = hl.Problem(hl.moments(z[train], y[train], env[train], path, weights))
 
     def errors(self, theta):
         v = self.validation
         root, delta = self.quad.split(theta)
         return _cell_errors(self.z[v], self.y[v], self.env[v], self.path, root, delta)
+
+    def reweighted(self, weights) -> _Problem:
+        """The same problem with the training cells weighted by ``weights`` (a bootstrap sample)."""
+        return _Problem(self.z, self.y, self.env, self.path, self.train, self.validation, weights=weights)
+
+
+def support_problem(
+    latents, y, nodes, tree: EnvironmentTree, split, *, standardize_latents: bool = False, variance: str = "validation"
+) -> tuple[_Problem, list[str], float]:
+    """The heads' linear model of one fit, with the latents fixed: ``(problem, observed environments, y's scale)``.
+
+    ``y`` is standardised on the training cells (``scale`` is its standard deviation, to bring Delta back to target
+    units); ``standardize_latents`` does the same for the latents. ``variance`` names the cells whose errors choose
+    ``lam`` and give the standard errors: ``"validation"`` (the training cells when there are fewer than 10
+    validation cells, in which case ``problem.validation is problem.train``) or ``"training"``.
+    """
+    if variance not in ("validation", "training"):
+        raise ValueError(f"`variance` must be 'validation' or 'training', got {variance!r}.")
+    z = np.asarray(latents, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64).reshape(-1)
+    split = np.asarray(split).astype(str)
+    nodes = np.asarray(nodes).astype(str)
+    observed = sorted(set(nodes))
+    train = np.flatnonzero(split == "train")
+    validation = np.flatnonzero(split == "validation")
+    if validation.size < 10 or variance == "training":
+        validation = train
+    if standardize_latents:
+        z = (z - z[train].mean(axis=0)) / z[train].std(axis=0)
+    std = float(y[train].std()) or 1.0
+    env = pd.Index(observed).get_indexer(nodes)
+    path = tree.path_matrix(observed, dtype=np.float64)
+    return _Problem(z, (y - float(y[train].mean())) / std, env, path, train, validation), observed, std
 
 
 def _least_squares(prob: _Problem) -> tuple[np.ndarray, np.ndarray]:
@@ -270,25 +303,12 @@ def estimate_changes(
         raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
     if not 0 <= test_alpha < 1:
         raise ValueError(f"`test_alpha` must lie in [0, 1) (0 turns the test off), got {test_alpha!r}.")
-    z = np.asarray(latents, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64).reshape(-1)
-    split = np.asarray(split).astype(str)
-    nodes = np.asarray(nodes).astype(str)
-    observed = sorted(set(nodes))
-    env = pd.Index(observed).get_indexer(nodes)
-    path = tree.path_matrix(observed, dtype=np.float64)
-    train = np.flatnonzero(split == "train")
-    validation = np.flatnonzero(split == "validation")
-    if validation.size < 10:
-        validation = train
-    mean, std = float(y[train].mean()), float(y[train].std()) or 1.0
-    ys = (y - mean) / std
-
-    prob = _Problem(z, ys, env, path, train, validation)
+    prob, observed, std = support_problem(latents, y, nodes, tree, split)
+    has_validation = prob.validation is not prob.train
     lam, support, delta, penalty, theta = _select(prob, method, n_lambda, lambda_ratio)
     tested = np.zeros_like(support)
     least_squares, se = np.full(delta.shape, np.nan), np.full(delta.shape, np.nan)
-    if validation is not train:
+    if has_validation:
         least_squares, se = _least_squares(prob)
         least_squares = np.where(np.isnan(se), np.nan, least_squares)
         if test_alpha > 0:
@@ -299,8 +319,8 @@ def estimate_changes(
         rng = np.random.default_rng(random_state)
         counts = np.zeros(support.shape)
         for _ in range(n_bootstrap):
-            w = rng.multinomial(train.size, np.full(train.size, 1.0 / train.size)).astype(float)
-            boot = _Problem(z, ys, env, path, train, validation, weights=w)
+            n = prob.train.size
+            boot = prob.reweighted(rng.multinomial(n, np.full(n, 1.0 / n)).astype(float))
             counts += _select(boot, method, n_lambda, lambda_ratio, lam=lam, penalty=penalty, start=theta)[1]
         freq = counts / n_bootstrap
     changed = (support & (freq >= min_frequency)) | tested
@@ -311,7 +331,7 @@ def estimate_changes(
         unresolved[b] |= either
     changed &= ~unresolved
 
-    names = list(latent_names) if latent_names is not None else [f"latent_{i}" for i in range(z.shape[1])]
+    names = list(latent_names) if latent_names is not None else [f"latent_{i}" for i in range(prob.z.shape[1])]
     arcs = list(tree.arc_labels)
 
     def frame(values):
@@ -329,5 +349,5 @@ def estimate_changes(
         method=method,
         min_frequency=float(min_frequency),
         n_bootstrap=int(n_bootstrap),
-        test_alpha=float(test_alpha) if validation is not train else 0.0,
+        test_alpha=float(test_alpha) if has_validation else 0.0,
     )

@@ -14,6 +14,7 @@ import pytest
 import sctbr
 from sctbr import _heads_lasso as hl
 from sctbr.metrics import support_recovery
+from sctbr.tl import _support as sp
 from sctbr.tl._support import estimate_changes, unresolved_pairs
 from sctbr.tl._write import changes_to_uns
 
@@ -193,3 +194,31 @@ def test_unknown_method_is_refused():
         _estimate(adata, 0, method="nope")
     with pytest.raises(ValueError, match="test_alpha"):
         _estimate(adata, 0, test_alpha=1.5)
+
+
+def test_support_problem_standardises_and_names_its_variance_cells():
+    adata = sctbr.datasets.simulate(depth=2, n_latent=3, k=1, n_obs_per_env=40, random_state=0)
+    tree = sctbr.EnvironmentTree.coerce(dict(adata.uns["environment_tree"]))
+    args = (
+        3.0 * adata.obsm["Z_true"] + 1.0,
+        adata.obs["y"].to_numpy(),
+        adata.obs["environment"].astype(str).to_numpy(),
+        tree,
+        _split(adata.n_obs, 0),
+    )
+    prob, observed, scale = sp.support_problem(*args, standardize_latents=True)
+    train = prob.train
+    np.testing.assert_allclose(prob.z[train].mean(0), 0.0, atol=1e-12)
+    np.testing.assert_allclose(prob.z[train].std(0), 1.0)
+    np.testing.assert_allclose(prob.y[train].std() * scale, args[1][train].std())
+    assert observed == sorted(set(args[2]))
+    assert prob.validation is not prob.train
+    assert len(prob.validation) > 10
+    training = sp.support_problem(*args, variance="training")[0]
+    assert training.validation is training.train
+    # with too few validation cells the training cells stand in
+    few = np.where(np.arange(adata.n_obs) < 5, "validation", "train")
+    fallback = sp.support_problem(*args[:4], few)[0]
+    assert fallback.validation is fallback.train
+    with pytest.raises(ValueError, match="variance"):
+        sp.support_problem(*args, variance="test")
