@@ -161,7 +161,7 @@ def fit_recording_final(shape: str, seed: int, record, context: bool = False) ->
         if context:
             names = np.asarray([str(environments[i]) for i in range(len(environments))])
             extra = {"tree": tree, "nodes": names[data[ENV_KEY].numpy().reshape(-1)]}
-        record(z_all, idx, heads[0], observed, corr, heads_mod._parent_index(tree), random_state, **extra)
+        record(z_all, idx, heads[0], observed, corr, np.asarray(tree.parent_index), random_state, **extra)
         return original(module, tree, environments, data, idx, train_idx, random_state)
 
     model_mod.refine_final = recording
@@ -256,6 +256,8 @@ def run_one(setting: dict) -> dict:
         )
         out["stability_mcc"] = float(result["summary"]["mean_mcc"])
         out["stability_stable"] = bool(result["summary"]["stable"])
+        out["stability_tree_mcc"] = float(result["summary"]["tree_mcc"])
+        out["stability_identified"] = bool(result["summary"]["identified"])
         out["stability_seconds"] = time.perf_counter() - t
     return out
 

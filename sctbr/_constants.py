@@ -48,6 +48,8 @@ BASELINE_KEY = "baseline"
 STABILITY_KEY = "tbr_stability"
 #: Default name of :func:`sctbr.tl.select_n_latent`'s result: ``uns["tbr_n_latent"]``.
 N_LATENT_KEY = "tbr_n_latent"
+#: Default name of :func:`sctbr.tl.identifiability`'s result: ``uns["tbr_identifiability"]``.
+IDENTIFIABILITY_KEY = "tbr_identifiability"
 #: Field of a fit's ``uns`` entry naming the ``obsm`` key of its latents (as scanpy's neighbors record theirs).
 OBSM_KEY_FIELD = "obsm_key"
 #: Categories of the ``obs`` column of the train/validation/test split, in this order.

@@ -40,7 +40,7 @@ def verbosity() -> int:
     return int(settings.verbosity)
 
 
-def fits_progress(total: int | None, desc: str, *, enabled: bool | None = None):
+def fits_progress(total: int | None, desc: str, *, enabled: bool | None = None, unit: str = "fit"):
     """The outer progress bar over a tool's fits (``tqdm.auto``, as scvi-tools' default ``progress_bar_style``).
 
     ``enabled=None`` shows it at scanpy's default verbosity and above (``"warning"``); ``sc.settings.verbosity =
@@ -50,7 +50,7 @@ def fits_progress(total: int | None, desc: str, *, enabled: bool | None = None):
 
     if enabled is None:
         enabled = verbosity() >= 1
-    return tqdm(total=total, desc=desc, unit="fit", disable=not enabled, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True)
 
 
 def fits_progress_enabled(fit_kwargs) -> bool:

@@ -395,6 +395,17 @@ class EnvironmentTree:
             object.__setattr__(self, "_path_cache", (indptr, indices))
         return self._path_cache  # type: ignore[return-value]
 
+    @property
+    def parent_index(self) -> np.ndarray:
+        """Index in :attr:`nodes` of every node's parent, ``-1`` for the root (read-only int64 array).
+
+        Examples
+        --------
+        >>> EnvironmentTree({"b": "a", "c": "b", "d": "a"}).parent_index.tolist()
+        [-1, 0, 0, 1]
+        """
+        return self._parent_idx
+
     def path_matrix(self, nodes: Iterable[str] | None = None, *, dtype: Any = np.float32) -> sp.csr_matrix:
         """Sparse indicator of the arcs on each root-to-node path.
 

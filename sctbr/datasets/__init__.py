@@ -5,11 +5,12 @@ from sctbr.datasets._gtex import read_gtex, select_epithelial
 from sctbr.datasets._pbmc import pbmc3k
 from sctbr.datasets._regulators import regulators
 from sctbr.datasets._semisynthetic import semisynthetic
-from sctbr.datasets._simulate import random_tree, simulate
+from sctbr.datasets._simulate import random_tree, simulate, tree_weights
 
 __all__ = [
     "simulate",
     "random_tree",
+    "tree_weights",
     "semisynthetic",
     "pbmc3k",
     "read_gtex",

@@ -119,12 +119,42 @@ def tree_weights(
     all_latents_change: bool = True,
     delta_scale: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Draw root weights, sparse arc changes and the resulting weights of every node.
+    """Draw root weights, sparse arc changes and the resulting weights (heads) of every node of a tree.
 
-    Returns ``(w0, deltas, weights)`` with shapes ``(n_latent,)``, ``(n_arcs, n_latent)`` and
-    ``(n_nodes, n_latent)`` (rows in ``tree.nodes`` order). Nonzero changes are Gaussian with
-    standard deviation ``delta_scale``, as in the paper.
+    The heads :func:`simulate` and :func:`semisynthetic` use, and :func:`sctbr.tl.identifiability` draws on the
+    user's tree: standard normal root weights ``w0``, then on every arc ``k`` latents (or each latent with
+    probability ``k``) change by a Gaussian amount; a node's head is ``w0`` plus the changes on its root path.
+
+    Parameters
+    ----------
+    tree
+        The tree (:class:`~sctbr.EnvironmentTree`).
+    n_latent
+        Number of latents.
+    k
+        Changes per arc: a count between 0 and ``n_latent``, or a Bernoulli rate in ``(0, 1)``.
+    rng
+        The random generator (``numpy.random.default_rng(seed)``); draws are taken from it in place.
+    all_latents_change
+        Redraw the changes until every latent changes on some arc (only with ``k > 0``).
+    delta_scale
+        Standard deviation of the non-zero changes (1, as in the paper).
+
+    Returns
+    -------
+    ``(w0, deltas, weights)`` with shapes ``(n_latent,)``, ``(n_arcs, n_latent)`` (rows in ``tree.arcs`` order) and
+    ``(n_nodes, n_latent)`` (rows in ``tree.nodes`` order).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import sctbr
+    >>> tree = sctbr.datasets.random_tree(4, random_state=0)
+    >>> w0, deltas, weights = sctbr.datasets.tree_weights(tree, 3, 1, rng=np.random.default_rng(0))
+    >>> deltas.shape, weights.shape, int((deltas != 0).sum())  # one change per arc
+    ((6, 3), (7, 3), 6)
     """
+    check_k(k, n_latent)
     w0 = rng.normal(size=n_latent)
     mask = _draw_supports(tree.n_arcs, n_latent, k, rng, cover_all=all_latents_change and k > 0)
     deltas = np.where(mask, rng.normal(scale=delta_scale, size=mask.shape), 0.0)

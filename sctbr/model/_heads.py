@@ -74,11 +74,6 @@ def encode(module, data: dict, idx: np.ndarray | None = None, batch_size: int = 
     )
 
 
-def _parent_index(tree) -> np.ndarray:
-    """Index of each node's parent in ``tree.nodes`` (-1 for the root), the form :func:`refine_basis` takes."""
-    return np.array([-1] + [tree.node_index([p])[0] for p, _ in tree.arcs], dtype=int)
-
-
 @torch.no_grad()
 def refine_module(module, tree, environments, data: dict, train_idx: np.ndarray, random_state: int) -> dict:
     """The basis refinement of a trained module, in place: latents to the basis with the sparsest arc changes.
@@ -89,7 +84,7 @@ def refine_module(module, tree, environments, data: dict, train_idx: np.ndarray,
     """
     z = encode(module, data, train_idx).astype(np.float64)
     corr = np.atleast_2d(np.corrcoef(z.T))
-    parent_index = _parent_index(tree)
+    parent_index = np.asarray(tree.parent_index)
     present = np.unique(data[ENV_KEY].numpy()[np.asarray(train_idx)])
     observed = np.isin(np.asarray(tree.nodes), [environments[i] for i in present])
     # (targets x nodes x latents); a single target keeps the 2-D form
@@ -152,7 +147,7 @@ def refine_final(
     z = encode(module, data, idx).astype(np.float64)
     heads, observed = least_squares_heads(module, tree, environments, data, idx, z=z)
     corr = np.atleast_2d(np.corrcoef(z.T))
-    parent_index = _parent_index(tree)
+    parent_index = np.asarray(tree.parent_index)
     m, _, value, start_value = refine_basis(
         heads if module.n_targets > 1 else heads[0],
         parent_index,

@@ -20,9 +20,9 @@ import scipy.sparse as sp
 
 import sctbr
 from sctbr import EnvironmentTree
+from sctbr.datasets import tree_weights
 from sctbr.datasets._gtex import GTEX_OBS_COLUMNS
 from sctbr.datasets._regulators import tf_targets
-from sctbr.datasets._simulate import tree_weights
 
 HK_ALL = ["C1orf43", "CHMP2A", "EMC7", "GPI", "PSMB2", "PSMB4", "RAB7A", "REEP5", "SNRPD3", "VCP", "VPS29"]
 

@@ -11,7 +11,7 @@ import torch
 import sctbr
 from sctbr import EnvironmentTree
 from sctbr._constants import ENV_KEY, X_KEY, Y_KEY
-from sctbr.datasets._simulate import tree_weights
+from sctbr.datasets import tree_weights
 from sctbr.metrics import mcc
 from sctbr.model import TBR, TBRModule, refine_basis
 

@@ -54,6 +54,11 @@ def test_stability_tracks_the_true_mcc(stabilities, tmp_path):
         > stabilities[0][0].uns["tbr_stability"]["matrix"].to_numpy()[np.triu_indices(3, 1)].max()
     )
     assert min(true[1]) > max(true[0])
+    # the design check: 14 observed nodes of a depth-3 tree identify 2 latents exactly (it ignores the data's k)
+    for k in (0, 1):
+        assert stabilities[k][0].uns["tbr_stability"]["summary"]["tree_mcc"] > 0.99
+    assert stabilities[1][0].uns["tbr_stability"]["summary"]["identified"]
+    assert not stabilities[0][0].uns["tbr_stability"]["summary"]["identified"]
     # the user sees a warning exactly when agreement is low
     assert stabilities[1][1] == []
     assert len(stabilities[0][1]) == 1
@@ -100,7 +105,39 @@ def test_stability_rejects_bad_input_and_leaves_adata_untouched(make_adata):
         sctbr.tl.stability(adata, random_state=0, key_added="x", copy=True)
     with pytest.raises(KeyError, match="nope"):
         sctbr.tl.stability(adata, groupby="nope", max_epochs=1, accelerator="cpu")
+    with pytest.raises(TypeError, match="check_tree"):
+        sctbr.tl.stability(adata, check_tree="yes")
     assert unchanged(adata, snap)
+
+
+def test_agreeing_runs_are_not_identified_where_the_tree_cannot_identify(monkeypatch):
+    """Runs that agree perfectly (every seed the same latents) are ``stable``; the verdict ``identified`` also needs
+    the design check, here an 8-leaf tree with cells at its leaves and 5 latents (patched to its measured range)."""
+    from sctbr.tl import _stability
+    from sctbr.tl._refit import Fit
+
+    tree = sctbr.datasets.random_tree(8, random_state=0)
+    adata = sctbr.datasets.simulate(tree=tree, leaves_only=True, n_latent=5, n_obs_per_env=10, random_state=0)
+    z = np.random.default_rng(0).normal(size=(adata.n_obs, 5)).astype(np.float32)
+    split = np.where(np.arange(adata.n_obs) % 5 == 0, "validation", "train")
+    y = adata.obs["y"].to_numpy()
+
+    def same_latents(work, *, n_latent, random_state, fit_kwargs):
+        return Fit(z, y, y, split, 0.0, {"target": "y", "groupby": "environment"})
+
+    sims = []
+    monkeypatch.setattr(_stability, "fit_once", same_latents)
+    monkeypatch.setattr(_stability, "design_mcc", lambda *a, **kw: sims.append(a[2]) or 0.78)
+    with pytest.warns(UserWarning, match="does not identify 5 latents"):
+        res = sctbr.tl.stability(adata, n_seeds=2, n_latent=5, inplace=False)
+    assert sims == [5] * 8
+    summary = res["summary"]
+    assert summary["stable"]
+    assert summary["tree_mcc"] == pytest.approx(0.78)
+    assert not summary["identified"]
+    off = sctbr.tl.stability(adata, n_seeds=2, n_latent=5, inplace=False, check_tree=False)["summary"]
+    assert np.isnan(off["tree_mcc"])
+    assert off["identified"] == off["stable"]
 
 
 @pytest.mark.slow
@@ -114,7 +151,7 @@ def test_flagged_values_never_read_as_the_threshold():
 
     from sctbr.tl._stability import _warn_if_unstable
 
-    summary = {"mean_mcc": 0.95, "min_mcc": 0.93, "n_seeds": 3}
+    summary = {"mean_mcc": 0.95, "min_mcc": 0.93, "n_seeds": 3, "n_latent": 2, "tree_mcc": float("nan")}
     per_latent = pd.DataFrame(
         {"latent": ["latent_0", "latent_1"], "mean_abs_corr": [0.8996, 0.97], "stable": [False, True]}
     )
@@ -122,3 +159,5 @@ def test_flagged_values_never_read_as_the_threshold():
         _warn_if_unstable(summary, per_latent, 0.9)
     with pytest.warns(UserWarning, match=r"is 0\.89999 \(lowest"):
         _warn_if_unstable({**summary, "mean_mcc": 0.899991}, per_latent, 0.9)
+    with pytest.warns(UserWarning, match=r"identify 2 latents .* MCC 0\.8996,"):
+        _warn_if_unstable({**summary, "tree_mcc": 0.8996}, per_latent, 0.9)
