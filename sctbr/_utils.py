@@ -3,6 +3,8 @@ copies."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import anndata as ad
@@ -10,6 +12,22 @@ import numpy as np
 import pandas as pd
 
 from sctbr._constants import DEFAULTS_KEY, TREE_KEY  # noqa: F401  (TREE_KEY: re-exported for old imports)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch CPU threads (``None``: unchanged) and restore the previous setting afterwards,
+    also on errors. The fit applies its thread rule with it, the experiments their profile's ``n_threads``."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n is not None and n != before:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def record_defaults(adata: ad.AnnData, **values: Any) -> None:

@@ -324,7 +324,7 @@ ALLOWED_PRIVATE_IMPORTS = {
     "tests/model/test_threads.py": {  # the thread rule and the optimiser choice are internals of the fit
         "sctbr.model._threads:ENV_VAR",
         "sctbr.model._threads:fit_threads",
-        "sctbr.model._threads:torch_threads",
+        "sctbr._utils:torch_threads",
         "sctbr.model._trainingplan:adam",
         "sctbr.model._trainingplan:fused_adam_available",
         "sctbr.model:_threads",

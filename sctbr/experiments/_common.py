@@ -11,12 +11,12 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 from anndata import AnnData
 
 import sctbr._logging as logg
 from sctbr import tl
 from sctbr._constants import TRUE_LATENTS_KEY
+from sctbr._utils import torch_threads
 from sctbr.experiments._profiles import Profile
 from sctbr.metrics import mcc
 from sctbr.model import one_standard_error_rule
@@ -27,18 +27,6 @@ METHODS = ("tbr", "tbr_plain", "baseline")
 #: The columns every experiment's table starts with, in this order.
 COLUMNS = ["experiment", "method", "k", "seed", "mcc", "test_mse", "transfer_mse", "n_latent", "fit_seconds"]
 _QUIET_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "scvi")
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run torch on ``n`` CPU threads (``None``: unchanged), restored afterwards."""
-    before = torch.get_num_threads()
-    try:
-        if n is not None:
-            torch.set_num_threads(int(n))
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @contextlib.contextmanager

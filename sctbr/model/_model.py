@@ -16,6 +16,7 @@ from scvi.model.base import BaseModelClass
 
 from sctbr._constants import ENV_KEY, X_KEY, Y_KEY
 from sctbr._tree import EnvironmentTree
+from sctbr._utils import torch_threads
 from sctbr._validation import as_targets as _as_targets
 from sctbr._validation import check_model_args as _check_model_args
 from sctbr._validation import check_setup as _check_setup
@@ -30,7 +31,7 @@ from sctbr.model._phases import PhaseWork, plan_phases, wire_trainer
 from sctbr.model._policy import max_epochs_for
 from sctbr.model._policy import resolve as _resolve_policy
 from sctbr.model._quiet import QuietTrainRunner
-from sctbr.model._threads import fit_threads, torch_threads
+from sctbr.model._threads import fit_threads
 from sctbr.model._trainingplan import TBRTrainingPlan
 from sctbr.model._transfer import TransferMixin
 

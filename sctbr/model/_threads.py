@@ -2,7 +2,7 @@
 
 TBR's network is small: a step is a few matrix products of 128 cells. Several torch threads help little on a quiet
 machine and collapse when the cores are busy (threads that wait on each other while another process holds a core).
-:func:`fit_threads` picks the count for a fit; :func:`torch_threads` applies it and restores the user's setting.
+:func:`fit_threads` picks the count for a fit; :func:`sctbr._utils.torch_threads` applies it and restores the user's setting.
 
 With batches of at most ``ONE_THREAD_BATCH`` cells (every fit below 8 192 training cells) a fit uses one thread
 unless told otherwise: a second thread gained 1.05x on a quiet 2-core machine (``benchmarks/threads.py``), and a
@@ -13,10 +13,8 @@ count follows the machine's load.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-from collections.abc import Iterator
 
 import torch
 
@@ -81,16 +79,3 @@ def fit_threads(num_threads: int | None = None, batch_size: int | None = None) -
     cores = available_cores()
     idle = math.floor(cores - busy_cores() + 1e-9)
     return max(1, min(torch.get_num_threads(), cores, idle))
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[int]:
-    """Run the block with ``n`` torch threads, and restore the previous setting afterwards (also on errors)."""
-    before = torch.get_num_threads()
-    if n != before:
-        torch.set_num_threads(int(n))
-    try:
-        yield int(n)
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)

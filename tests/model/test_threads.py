@@ -7,8 +7,9 @@ import pytest
 import torch
 
 import sctbr
+from sctbr._utils import torch_threads
 from sctbr.model import TBR, TBRTrainingPlan, _threads
-from sctbr.model._threads import ENV_VAR, fit_threads, torch_threads
+from sctbr.model._threads import ENV_VAR, fit_threads
 from sctbr.model._trainingplan import adam, fused_adam_available
 
 FIT = {"max_epochs": 2, "accelerator": "cpu", "enable_progress_bar": False, "enable_model_summary": False}
