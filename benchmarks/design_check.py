@@ -18,6 +18,9 @@ seed ``random_state`` = the data seed that ``small_data.py`` passes to ``stabili
 
     OMP_NUM_THREADS=1 python benchmarks/design_check.py                      # the 50 fits of stability.csv, ~10 min
     OMP_NUM_THREADS=1 python benchmarks/design_check.py --stability /tmp/fresh/fits.csv --out /tmp/fresh/design.csv
+    # the 3-latent fits of the grid (fits.csv: 300 cells, k = 1, MLP), design check and fit per tree
+    OMP_NUM_THREADS=1 python benchmarks/design_check.py --stability benchmarks/results/small_data/fits.csv \
+        --latents 3 --out benchmarks/results/small_data/design_check_3.csv
 """
 
 from __future__ import annotations
@@ -86,8 +89,16 @@ def main(argv=None) -> None:
     p.add_argument("--stability", default="benchmarks/results/small_data/stability.csv", help="small_data fits.csv")
     p.add_argument("--out", default="benchmarks/results/small_data/design_check.csv")
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--latents", type=int, default=None, help="only the fits with this many latents")
     args = p.parse_args(argv)
     fits = pd.read_csv(args.stability)
+    if "recipe" in fits:  # one row per tree: the default call at 300 cells, k = 1, the simulator's MLP
+        keep = (
+            (fits["recipe"] == "default") & (fits["cells"] == 300) & (fits["changes"] == "k1") & (fits["psi"] == "mlp")
+        )
+        fits = fits[keep]
+    if args.latents:
+        fits = fits[fits["latents"] == args.latents]
     jobs = sorted({(r.shape, int(r.latents), int(r.seed)) for r in fits.itertuples()})
     done = pd.read_csv(args.out) if Path(args.out).exists() else pd.DataFrame(columns=["shape", "latents", "seed"])
     have = {(r.shape, int(r.latents), int(r.seed)) for r in done.itertuples()}
@@ -105,9 +116,21 @@ def main(argv=None) -> None:
     df = fits.merge(design, on=["shape", "latents", "seed"], how="left")
     pd.set_option("display.width", 200)
     cols = ["shape", "seed", "tbr_mcc", "stability_mcc", "stability_stable", "tree_mcc"]
-    print(df[cols].round(3).to_string(index=False))
-    print("\nverdicts right (truth: fit MCC >= 0.9)")
-    print(verdicts(df).to_string())
+    print(df[[c for c in cols if c in df]].round(3).to_string(index=False))
+    by_tree = df.groupby("shape", sort=False).agg(
+        tree_mean=("tree_mcc", "mean"),
+        tree_min=("tree_mcc", "min"),
+        tree_max=("tree_mcc", "max"),
+        fit_mean=("tbr_mcc", "mean"),
+        fit_worst=("tbr_mcc", "min"),
+        fits_identified=("tbr_mcc", lambda m: int((m >= THRESHOLD).sum())),
+        fits=("tbr_mcc", "size"),
+    )
+    print("\ndesign check and default fit per tree")
+    print(by_tree.round(3).to_string())
+    if "stability_mcc" in df:
+        print("\nverdicts right (truth: fit MCC >= 0.9)")
+        print(verdicts(df).to_string())
 
 
 if __name__ == "__main__":
