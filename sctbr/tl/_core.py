@@ -183,6 +183,31 @@ def resolve_tree(adata: AnnData, tree: Any) -> tuple[EnvironmentTree, str | None
     return EnvironmentTree.coerce(tree), None
 
 
+def tree_and_groupby(adata: AnnData, tree: Any, groupby: str | None) -> tuple[EnvironmentTree, str]:
+    """The tree and the environment column: ``groupby``, else the column the tree or sctbr recorded."""
+    tree_obj, tree_groupby = resolve_tree(adata, tree)
+    if groupby is None:
+        groupby = tree_groupby or recorded_default(adata, "groupby")
+    if groupby is None:
+        raise ValueError(
+            "`groupby` is missing: pass groupby='<obs column>' with each cell's environment (cell type). It "
+            "defaults to the column the stored environment tree was built from, and none was recorded."
+        )
+    return tree_obj, groupby
+
+
+def environments_in_tree(adata: AnnData, groupby: str, tree: EnvironmentTree) -> np.ndarray:
+    """The distinct environments of ``adata.obs[groupby]``, each checked to be a node of ``tree``."""
+    envs = pd.unique(adata.obs[groupby].astype(str))
+    missing = [e for e in envs if e not in tree]
+    if missing:
+        raise ValueError(
+            f"{len(missing)} environments in adata.obs[{groupby!r}] are not nodes of the tree: {missing[:10]}. "
+            "Pass the matching tree, or subset the cells to the tree's environments."
+        )
+    return envs
+
+
 def _resolve(adata, *, baseline, target, groupby, tree, n_latent, lam, n_restarts, layer, var_names):
     """Resolve the defaults and validate every argument, before any long work and without touching ``adata``."""
     if target is None:
@@ -194,14 +219,7 @@ def _resolve(adata, *, baseline, target, groupby, tree, n_latent, lam, n_restart
             )
     tree_obj = None
     if not baseline:
-        tree_obj, tree_groupby = resolve_tree(adata, tree)
-        if groupby is None:
-            groupby = tree_groupby or recorded_default(adata, "groupby")
-        if groupby is None:
-            raise ValueError(
-                "`groupby` is missing: pass groupby='<obs column>' with each cell's environment (cell type). It "
-                "defaults to the column the stored environment tree was built from, and none was recorded."
-            )
+        tree_obj, groupby = tree_and_groupby(adata, tree, groupby)
     elif groupby is None:
         groupby = recorded_default(adata, "groupby") if recorded_default(adata, "groupby") in adata.obs else None
     if not isinstance(n_restarts, (int, np.integer)) or n_restarts < 1:
@@ -212,13 +230,7 @@ def _resolve(adata, *, baseline, target, groupby, tree, n_latent, lam, n_restart
     if isinstance(lam, str) and lam != "auto":
         raise ValueError(f"`lam` must be a non-negative number or 'auto', got {lam!r}.")
     if groupby is not None and not baseline:
-        envs = pd.unique(adata.obs[groupby].astype(str))
-        missing = [e for e in envs if e not in tree_obj]
-        if missing:
-            raise ValueError(
-                f"{len(missing)} environments in adata.obs[{groupby!r}] are not nodes of the tree: {missing[:10]}. "
-                "Pass the matching tree, or subset the cells to the tree's environments."
-            )
+        environments_in_tree(adata, groupby, tree_obj)
     return target, groupby, tree_obj
 
 

@@ -15,10 +15,9 @@ import sctbr._logging as logg
 from sctbr._constants import IDENTIFIABILITY_KEY, result_keys
 from sctbr._docs import doc_params
 from sctbr._tree import EnvironmentTree
-from sctbr._utils import recorded_default
 from sctbr.datasets import tree_weights
 from sctbr.model import refine_basis
-from sctbr.tl._core import resolve_tree
+from sctbr.tl._core import environments_in_tree, tree_and_groupby
 
 #: Default agreement with the truth (MCC) above which a number of latents counts as identifiable.
 DEFAULT_THRESHOLD = 0.9
@@ -163,24 +162,10 @@ def _check_n_latent(n_latent) -> list[int]:
 
 def observed_nodes(adata: AnnData, *, groupby: str | None, tree: Any) -> tuple[EnvironmentTree, np.ndarray]:
     """The tree and a mask (in ``tree.nodes`` order) of the nodes with cells in ``adata.obs[groupby]``."""
-    tree_obj, tree_groupby = resolve_tree(adata, tree)
-    if groupby is None:
-        groupby = tree_groupby or recorded_default(adata, "groupby")
-    if groupby is None:
-        raise ValueError(
-            "`groupby` is missing: pass groupby='<obs column>' with each cell's environment (cell type). It defaults "
-            "to the column the stored environment tree was built from, and none was recorded."
-        )
+    tree_obj, groupby = tree_and_groupby(adata, tree, groupby)
     if groupby not in adata.obs:
         raise KeyError(f"`groupby={groupby!r}` is not a column of adata.obs (columns: {list(adata.obs.columns)[:10]}).")
-    envs = pd.unique(adata.obs[groupby].astype(str))
-    missing = [e for e in envs if e not in tree_obj]
-    if missing:
-        raise ValueError(
-            f"{len(missing)} environments in adata.obs[{groupby!r}] are not nodes of the tree: {missing[:10]}. Pass "
-            "the matching tree, or subset the cells to the tree's environments."
-        )
-    return tree_obj, np.isin(np.asarray(tree_obj.nodes), envs)
+    return tree_obj, np.isin(np.asarray(tree_obj.nodes), environments_in_tree(adata, groupby, tree_obj))
 
 
 def check_changes(tree: EnvironmentTree, n_latent: int, k) -> None:
