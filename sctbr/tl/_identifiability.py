@@ -38,6 +38,7 @@ def identifiability(
     random_state: int = 0,
     key_added: str | None = None,
     inplace: bool = True,
+    enable_progress_bar: bool | None = None,
 ) -> dict | None:
     """Ask whether the tree and the cell types that have cells can identify ``n_latent`` latents, with perfect data.
 
@@ -79,6 +80,9 @@ def identifiability(
     inplace
         Write the result into ``adata.uns["tbr_identifiability"]`` and return ``None``; ``False`` returns it and
         leaves ``adata`` untouched.
+    enable_progress_bar
+        Show a progress bar over the simulated sets (``None``: at scanpy's default verbosity and above, hidden with
+        ``sc.settings.verbosity = "error"``).
 
     Returns
     -------
@@ -109,13 +113,17 @@ def identifiability(
         raise ValueError(f"`threshold` must be an MCC between 0 and 1, got {threshold!r}.")
     if isinstance(random_state, bool) or not isinstance(random_state, Integral):
         raise TypeError(f"`random_state` must be an integer, got {random_state!r}.")
+    if enable_progress_bar is not None and not isinstance(enable_progress_bar, bool):
+        raise TypeError(f"`enable_progress_bar` must be True, False or None, got {enable_progress_bar!r}.")
     tree_obj, observed = observed_nodes(adata, groupby=groupby, tree=tree)
     for d in values:
         check_changes(tree_obj, d, k)
     keys = result_keys(key_added, IDENTIFIABILITY_KEY)
 
     rows = []
-    with logg.fits_progress(len(values) * int(n_sims), "identifiability", unit="set") as bar:
+    with logg.fits_progress(
+        len(values) * int(n_sims), "identifiability", enabled=enable_progress_bar, unit="set"
+    ) as bar:
         for d in values:
             for sim in range(int(n_sims)):
                 rows.append((d, sim, design_mcc(tree_obj, observed, d, k, seed=(int(random_state), d, sim))))

@@ -70,6 +70,7 @@ def test_same_seed_same_numbers_and_h5ad_writable(tmp_path, torch_single_thread)
         ({"k": 2, "n_latent": 1}, "k"),
         ({"n_latent": 20}, "arcs cannot move"),
         ({"groupby": "nope"}, "nope"),
+        ({"enable_progress_bar": "yes"}, "enable_progress_bar"),
     ],
 )
 def test_bad_arguments_fail_before_any_work(kwargs, match):

@@ -36,7 +36,8 @@ def _run(tool, adata, **kwargs):
     if tool == "select_n_latent":
         sctbr.tl.select_n_latent(adata, candidates=[1, 2, 3], inplace=False, **kwargs)
     else:
-        sctbr.tl.stability(adata, n_seeds=3, n_latent=2, inplace=False, threshold=0.0, **kwargs)
+        # the design check has no bar of its own inside stability (its sets are quick), so it is left out here
+        sctbr.tl.stability(adata, n_seeds=3, n_latent=2, inplace=False, threshold=0.0, check_tree=False, **kwargs)
 
 
 @pytest.mark.parametrize("tool", ["select_n_latent", "stability"])
@@ -55,6 +56,18 @@ def test_outer_bar_over_the_fits(make_adata, monkeypatch, capsys, verbosity, too
     _run(tool, make_adata(), **kwargs)
     err = capsys.readouterr().err
     assert (f"{tool}: 100%" in err and "3/3" in err) is shown, err
+
+
+@pytest.mark.parametrize(
+    ("setting", "kwargs", "shown"),
+    [("warning", {}, True), ("info", {"enable_progress_bar": False}, False), ("error", {}, False)],
+)
+def test_bar_over_the_design_checks_sets(make_adata, monkeypatch, capsys, verbosity, setting, kwargs, shown):
+    monkeypatch.setattr("sctbr.tl._identifiability.design_mcc", lambda *args, **kw: 1.0)
+    sc.settings.verbosity = setting
+    sctbr.tl.identifiability(make_adata(), n_latent=[1, 2], n_sims=2, inplace=False, **kwargs)
+    err = capsys.readouterr().err
+    assert ("identifiability: 100%" in err and "4/4" in err) is shown, err
 
 
 @pytest.mark.parametrize(("setting", "shown"), [("warning", True), ("error", False)])
