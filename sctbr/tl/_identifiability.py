@@ -57,7 +57,7 @@ def identifiability(
     0.97-1.00 on a balanced depth-3 tree with cells at every node (every fit identified), 0.80-0.97 on 12- and
     16-leaf trees with cells at the leaves (half the fits identified), and 0.74-0.88 on 8- and 9-leaf trees (1 fit of
     20 identified). A single check is noisy near 0.9: one 12-leaf tree gave 0.80-0.90 with five seeds. It costs
-    1-3 s per simulated set on one CPU thread (more leaves and latents cost more).
+    1-3 s per simulated set on one CPU thread with 8-16 cell types and 5 latents, 5-10 s with 200-250 cell types.
 
     Parameters
     ----------
