@@ -125,9 +125,8 @@ def identifiability(
         len(values) * int(n_sims), "identifiability", enabled=enable_progress_bar, unit="set"
     ) as bar:
         for d in values:
-            for sim in range(int(n_sims)):
-                rows.append((d, sim, design_mcc(tree_obj, observed, d, k, seed=(int(random_state), d, sim))))
-                bar.update()
+            scores = design_scores(tree_obj, observed, d, k, n_sims=int(n_sims), random_state=random_state, bar=bar)
+            rows += [(d, sim, value) for sim, value in enumerate(scores)]
     runs = pd.DataFrame(rows, columns=["n_latent", "sim", "mcc"])
     table = runs.groupby("n_latent", sort=True)["mcc"].agg(mean_mcc="mean", worst_mcc="min").reset_index()
     table["frac_identified"] = (
@@ -186,6 +185,18 @@ def check_changes(tree: EnvironmentTree, n_latent: int, k) -> None:
             "fewer latents or pass a larger k."
         )
     tree_weights(tree, n_latent, k, rng=np.random.default_rng(0))  # checks k (a count <= n_latent, or a rate)
+
+
+def design_scores(
+    tree: EnvironmentTree, observed: np.ndarray, n_latent: int, k, *, n_sims: int, random_state: int, bar=None
+) -> list[float]:
+    """The MCC of ``n_sims`` simulated sets (seeds ``(random_state, n_latent, i)``); ``bar`` is updated per set."""
+    scores = []
+    for i in range(n_sims):
+        scores.append(design_mcc(tree, observed, n_latent, k, seed=(int(random_state), int(n_latent), i)))
+        if bar is not None:
+            bar.update()
+    return scores
 
 
 def design_mcc(tree: EnvironmentTree, observed: np.ndarray, n_latent: int, k, *, seed) -> float:

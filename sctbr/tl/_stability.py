@@ -16,7 +16,7 @@ import sctbr._logging as logg
 from sctbr._constants import OBSM_KEY_FIELD, STABILITY_KEY, result_keys
 from sctbr._docs import doc_params
 from sctbr.metrics import match_latents
-from sctbr.tl._identifiability import N_SIMS, check_changes, design_mcc, observed_nodes
+from sctbr.tl._identifiability import N_SIMS, check_changes, design_scores, observed_nodes
 from sctbr.tl._refit import check_in_memory, check_tbr_kwargs, fit_once, split_error
 
 #: Default agreement threshold of :func:`stability` (mean pairwise MCC, and per latent).
@@ -185,11 +185,9 @@ def stability(
     upper = matrix[np.triu_indices(len(seeds), k=1)]
     tree_mcc = float("nan")
     if design is not None:
-        sims = [
-            design_mcc(*design, int(latents.shape[2]), 1, seed=(int(random_state), int(latents.shape[2]), i))
-            for i in range(N_SIMS)
-        ]
-        tree_mcc = float(np.mean(sims))
+        tree_mcc = float(
+            np.mean(design_scores(*design, int(latents.shape[2]), 1, n_sims=N_SIMS, random_state=random_state))
+        )
     stable = bool(upper.mean() >= threshold and per_latent["stable"].all())
     summary = {
         "mean_mcc": float(upper.mean()),

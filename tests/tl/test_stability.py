@@ -127,7 +127,7 @@ def test_agreeing_runs_are_not_identified_where_the_tree_cannot_identify(monkeyp
 
     sims = []
     monkeypatch.setattr(_stability, "fit_once", same_latents)
-    monkeypatch.setattr(_stability, "design_mcc", lambda *a, **kw: sims.append(a[2]) or 0.78)
+    monkeypatch.setattr("sctbr.tl._identifiability.design_mcc", lambda *a, **kw: sims.append(a[2]) or 0.78)
     with pytest.warns(UserWarning, match="does not identify 5 latents"):
         res = sctbr.tl.stability(adata, n_seeds=2, n_latent=5, inplace=False)
     assert sims == [5] * 8
