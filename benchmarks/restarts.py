@@ -10,13 +10,17 @@ scores four rules side by side:
 - ``best_of_R`` / ``best_of_2``: the restart with the lowest validation objective among all / the first two
   (what ``n_restarts=R`` / ``n_restarts=2`` return);
 - ``medoid``: the restart that agrees most (mean MCC) with the others;
-- ``average``: the mean of the restarts' latents after matching each to the medoid's (permutation and sign).
+- ``average``: the mean of the restarts' latents after matching each to the medoid's (permutation and sign);
+- ``average_refined_R``: the mean of the first R restarts' latents (matched to restart 0's), then the fit's final
+  refinement run on it (least-squares heads of the cells the final refinement uses, basis search
+  ``refine_basis``): a consensus of restarts that chooses its basis again.
 
 One JSON line per setting, then a table (mean / worst MCC per shape and rule).
 
     OMP_NUM_THREADS=1 python benchmarks/restarts.py --shapes balanced3,yule12 --out a.jsonl &
     OMP_NUM_THREADS=1 python benchmarks/restarts.py --shapes yule16,pbmc --out b.jsonl
     python benchmarks/restarts.py --table a.jsonl b.jsonl
+    # the consensus of two restarts (results/small_data/consensus.jsonl): --restarts 2
 """
 
 from __future__ import annotations
@@ -60,13 +64,29 @@ def run(shape: str, seed: int, cells: int, latents: int, n_restarts: int) -> dic
         restarts.append((value, model.get_latent_representation()))
         return value
 
+    import sctbr.model._model as model_mod
+    from sctbr._constants import ENV_KEY
+
+    final = model_mod.refine_final
+    context: dict = {}
+
+    def recording(module, tree, environments, data, idx, train_idx, random_state):
+        if not context:  # restart 0: the cells, nodes and tree of the final refinement
+            names = [str(environments[i]) for i in range(len(environments))]
+            node_of = tree.node_index(names)
+            env = data[ENV_KEY].numpy().reshape(-1)
+            context.update(idx=np.asarray(idx), node=np.asarray(node_of)[env], tree=tree, random_state=random_state)
+        return final(module, tree, environments, data, idx, train_idx, random_state)
+
     core._restart_score = record
+    model_mod.refine_final = recording
     try:
         cpu = time.process_time()
         sctbr.tl.tbr(adata, n_restarts=n_restarts, random_state=seed, accelerator="cpu", enable_progress_bar=False)
         cpu = time.process_time() - cpu
     finally:
         core._restart_score = score
+        model_mod.refine_final = final
     held_out = _held_out(adata, "tbr")
     z_true = adata.obsm["Z_true"][held_out]
     scores = np.array([s for s, _ in restarts])
@@ -75,6 +95,10 @@ def run(shape: str, seed: int, cells: int, latents: int, n_restarts: int) -> dic
     pair = np.array([[mcc(a, b) for b in zs] for a in zs])
     medoid = int(np.argmax(pair.sum(1)))
     average = np.mean([_align(zs[medoid], z) for z in zs], axis=0)
+    refined = {
+        r: _refined_average([z for _, z in restarts[:r]], adata.obs["y"].to_numpy(), context)
+        for r in sorted({2, n_restarts})
+    }
     return {
         "shape": shape,
         "seed": seed,
@@ -88,13 +112,37 @@ def run(shape: str, seed: int, cells: int, latents: int, n_restarts: int) -> dic
         "best_of_2": round(float(mccs[np.argmin(scores[:2])]), 4),
         "medoid": round(float(mccs[medoid]), 4),
         "average": round(float(mcc(z_true, average)), 4),
+        **{f"average_refined_{r}": round(float(mcc(z_true, z[held_out])), 4) for r, z in refined.items()},
         "agreement": round(float((pair.sum() - len(zs)) / (len(zs) ** 2 - len(zs))), 4),
         "cpu_seconds": round(cpu, 1),
     }
 
 
+def _refined_average(zs: list, y: np.ndarray, context: dict) -> np.ndarray:
+    """Mean of the latents ``zs`` (all cells) matched to the first, then the final refinement's basis search on it."""
+    from sctbr.model._basis import refine_basis
+
+    z = np.mean([_align(zs[0], z) for z in zs], axis=0)
+    idx, node, tree = context["idx"], context["node"][context["idx"]], context["tree"]
+    zi, yi = z[idx], y[idx]
+    d = z.shape[1]
+    heads = np.zeros((tree.n_nodes, d))
+    observed = np.zeros(tree.n_nodes, dtype=bool)
+    for k in np.unique(node):
+        rows = node == k
+        if rows.sum() <= d + 1:
+            continue
+        heads[k] = np.linalg.lstsq(np.column_stack([np.ones(rows.sum()), zi[rows]]), yi[rows], rcond=None)[0][1:]
+        observed[k] = True
+    corr = np.corrcoef(zi.T)
+    m = refine_basis(heads, np.asarray(tree.parent_index), observed, corr, random_state=context["random_state"])[0]
+    return z @ m
+
+
 def table(rows: list[dict]) -> str:
-    rules = [k for k in rows[0] if k in ("default", "medoid", "average") or k.startswith("best_of_")]
+    rules = [
+        k for k in rows[0] if k in ("default", "medoid", "average") or k.startswith(("best_of_", "average_refined"))
+    ]
     by_shape = defaultdict(list)
     for r in rows:
         by_shape[r["shape"]].append(r)

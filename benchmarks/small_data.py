@@ -61,6 +61,9 @@ RECIPES = {
     "no_final": {"fit": {"final_refine": False}},
     # a narrower encoder than the default (256, 64): less capacity to memorise a few hundred cells per environment
     "narrow": {"fit": {"hidden": (64, 32)}},
+    # dropout after each hidden layer of the encoder (issue 14's "dropout"; a benchmark patch, not a module option)
+    "dropout0.1": {"dropout": 0.1},
+    "dropout0.2": {"dropout": 0.2},
 }
 _ORIGINAL: dict = {}
 
@@ -117,7 +120,31 @@ def _apply_recipe(name: str) -> dict:
     if "weight_decay" in recipe:
         kwargs["plan_kwargs"] = {"weight_decay": recipe["weight_decay"]}
     _patch_rounds(recipe.get("rounds", 1), recipe.get("refine_end", False))
+    _patch_dropout(recipe.get("dropout", 0.0))
     return kwargs
+
+
+def _patch_dropout(rate: float) -> None:
+    """Insert ``torch.nn.Dropout(rate)`` after every hidden activation of the encoder (0: the module as shipped)."""
+    import torch
+
+    from sctbr.model._module import TBRModule
+
+    _ORIGINAL.setdefault("module_init", TBRModule.__init__)
+    TBRModule.__init__ = _ORIGINAL["module_init"]
+    if rate <= 0:
+        return
+
+    def init(self, *args, **kwargs):
+        _ORIGINAL["module_init"](self, *args, **kwargs)
+        layers = []
+        for layer in self.encoder:
+            layers.append(layer)
+            if isinstance(layer, torch.nn.LeakyReLU):
+                layers.append(torch.nn.Dropout(rate))
+        self.encoder = torch.nn.Sequential(*layers)
+
+    TBRModule.__init__ = init
 
 
 def _span_r2(z_true: np.ndarray, z_fit: np.ndarray) -> float:
