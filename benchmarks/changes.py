@@ -1,8 +1,8 @@
 """Which latent changed on which arc: issue 16's acceptance as a benchmark of the default ``sctbr.tl.tbr`` call.
 
 ``sctbr.tl.tbr`` writes ``uns["tbr"]["changes"]``: per arc x latent the refitted change ``delta``, its bootstrap
-selection ``frequency``, and the rule's answer, ``changed`` or ``unresolved`` (a change on a pair of arcs the observed
-environments cannot tell apart). This script runs the **default** call (``random_state=seed``,
+selection ``frequency``, and the rule's answer, ``changed`` or ``unresolved`` (a change the observed environments
+place on this arc or a neighbouring one: equally sparse Δ with the same observed heads disagree about it). This script runs the **default** call (``random_state=seed``,
 ``accelerator="cpu"``, nothing tuned) on the settings of issue 16's acceptance:
 
 - ``balanced4``: balanced binary tree of depth 4, all 30 non-root nodes observed, k = 1, 5 latents, 300 cells per
@@ -21,6 +21,13 @@ Each fit is scored against ``uns["simulation"]["deltas"]`` after matching the fi
   (``sctbr.tl._support.unresolved_pairs``), where the data can tell the arcs apart;
 - the number of unresolved entries, the true changes that sit on unresolved arc pairs and how many of those are
   flagged unresolved;
+- what the data can place: per latent, the sparsest Δ with the true heads at the observed environments
+  (``sctbr.tl._support.sparsest_status``, exact); an entry is *ambiguous* when some of them change it and some do
+  not (with cells at the leaves only, e.g. two changes of one latent on arcs meeting at an inner node).
+  ``true_ambiguous`` counts the true changes there, ``true_ambiguous_called`` / ``_flagged`` how many of them the
+  rule calls changed / unresolved, and ``precision_placeable``, ``recall_placeable``, ``f1_placeable`` score
+  "changed" on the other entries only (issue 16: "changes on arcs that leaves-only data cannot resolve are reported
+  as unresolved, not as changes");
 - ``oracle_f1``: the ceiling of an l1-based estimate. With cells at the leaves only, many Δ give the same observed
   heads, and the data identify only the sparsest (:func:`sparsest_truth`, a linear program on the true heads); its
   support scored against the truth. ``f1_sparsest`` scores "changed" against that sparsest Δ (off unresolved pairs),
@@ -187,7 +194,7 @@ def run_one(setting: str, seed: int) -> tuple[dict, pd.DataFrame]:
     logging.disable(logging.WARNING)
     import sctbr
     from sctbr.metrics import match_latents, support_recovery
-    from sctbr.tl._support import unresolved_pairs
+    from sctbr.tl._support import sparsest_status, unresolved_pairs
 
     adata = simulate(setting, seed)
     t, cpu = time.perf_counter(), time.process_time()
@@ -237,13 +244,17 @@ def run_one(setting: str, seed: int) -> tuple[dict, pd.DataFrame]:
     for a, b, _ in unresolved_pairs(tree, adata.obs["environment"].astype(str).unique()):
         on_pair[[a, b]] = True
     on_pair = np.broadcast_to(on_pair[:, None], truth.shape)
+    has_cells = np.isin(np.asarray(tree.nodes), adata.obs["environment"].astype(str).unique())
+    some_change, some_unchanged = sparsest_status(tree.parent_index, has_cells, truth)
+    ambiguous = some_change & some_unchanged
+    placeable = support_recovery(truth[~ambiguous][:, None], changed[~ambiguous][:, None].astype(float))
 
     res = support_recovery(truth, changed.astype(float))  # columns already aligned
     resolvable = support_recovery(truth[~on_pair[:, 0]], changed[~on_pair[:, 0]].astype(float))
     trained = support_recovery(truth, np.asarray(pd.DataFrame(fit["deltas"]), dtype=float), matching=matching)
     tp = changed & true_nz
     if not true_nz.any():  # k = 0: precision, recall and F1 are undefined; frac_called is the figure
-        for r in (res, resolvable):
+        for r in (res, resolvable, placeable):
             r.update(precision=np.nan, recall=np.nan, f1=np.nan)
     row = {
         "setting": setting,
@@ -264,6 +275,12 @@ def run_one(setting: str, seed: int) -> tuple[dict, pd.DataFrame]:
         "unresolved": int(unresolved.sum()),
         "true_on_pairs": int((true_nz & on_pair).sum()),
         "true_on_pairs_flagged": int((true_nz & on_pair & unresolved).sum()),
+        "true_ambiguous": int((true_nz & ambiguous).sum()),
+        "true_ambiguous_called": int((true_nz & ambiguous & changed).sum()),
+        "true_ambiguous_flagged": int((true_nz & ambiguous & unresolved).sum()),
+        "precision_placeable": placeable["precision"],
+        "recall_placeable": placeable["recall"],
+        "f1_placeable": placeable["f1"],
         "sign_agree": float(np.mean(np.sign(delta[tp]) == np.sign(truth[tp]))) if tp.any() else np.nan,
         "frac_called": float(changed.mean()),
         # changed only through the least-squares test (the lasso's bootstrap did not keep them), and F1 without them
@@ -292,6 +309,7 @@ def run_one(setting: str, seed: int) -> tuple[dict, pd.DataFrame]:
             "changed": changed.ravel(),
             "unresolved": unresolved.ravel(),
             "on_pair": on_pair.ravel(),
+            "ambiguous": ambiguous.ravel(),
             "true_delta": truth.ravel(),
             "delta": delta.ravel(),
             "true_delta_sd": truth_sd.ravel(),
@@ -322,6 +340,13 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
         unresolved_mean=("unresolved", "mean"),
         true_on_pairs=("true_on_pairs", "sum"),
         true_on_pairs_flagged=("true_on_pairs_flagged", "sum"),
+        f1_placeable_mean=("f1_placeable", "mean"),
+        f1_placeable_worst=("f1_placeable", "min"),
+        precision_placeable=("precision_placeable", "mean"),
+        recall_placeable=("recall_placeable", "mean"),
+        true_ambiguous=("true_ambiguous", "sum"),
+        true_ambiguous_called=("true_ambiguous_called", "sum"),
+        true_ambiguous_flagged=("true_ambiguous_flagged", "sum"),
         sign_agree=("sign_agree", "mean"),
         trained_exact_f1=("trained_exact_f1", "mean"),
         interval_entries=("interval_entries", "mean"),
@@ -438,9 +463,10 @@ def main(argv=None) -> None:
         entries.append(ent)
         print(
             f"{setting:>21} seed={seed}  P {row['precision']:.2f} R {row['recall']:.2f} F1 {row['f1']:.3f} "
-            f"(resolvable {row['f1_resolvable']:.3f})  called {row['called']}/{row['entries']} "
+            f"(resolvable {row['f1_resolvable']:.3f}, placeable {row['f1_placeable']:.3f})  called {row['called']}/{row['entries']} "
             f"true {row['true_changes']}  unresolved {row['unresolved']} (true on pairs {row['true_on_pairs']}, "
-            f"flagged {row['true_on_pairs_flagged']})  trained-Δ F1 {row['trained_exact_f1']:.2f}  "
+            f"flagged {row['true_on_pairs_flagged']}; ambiguous {row['true_ambiguous']}, called {row['true_ambiguous_called']}, "
+            f"flagged {row['true_ambiguous_flagged']})  trained-Δ F1 {row['trained_exact_f1']:.2f}  "
             f"MCC {row['mcc']:.3f}  90% coverage {row['coverage_90']:.2f} of {row['interval_entries']}  "
             f"{row['seconds']:.0f} s",
             flush=True,

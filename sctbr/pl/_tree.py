@@ -125,8 +125,8 @@ def tree(
     The tree is drawn as a dendrogram (root on the left, depth on the x-axis, leaves labelled) or radially. On each
     arc, a marker for every latent that changes there: by default the entries the support estimate calls
     *changed* (``adata.uns[key]["changes"]``, the rule in :meth:`sctbr.model.TBR.get_deltas`), with open markers
-    for *unresolved* changes (a change the data place on one of two arcs; drawn on each of the two where its
-    refitted ``Delta`` is not 0). Markers are coloured by latent, sit in a fixed slot per latent, and have an area
+    for *unresolved* changes (a change the data place on this arc or a neighbouring one around a node without cells;
+    drawn where its refitted ``Delta`` is not 0). Markers are coloured by latent, sit in a fixed slot per latent, and have an area
     proportional to ``|Delta|`` (no minimum size; a size legend shows three reference values). Environments that
     had cells are filled dots, nodes without cells (ancestral states) open circles. With more than ``max_labels`` leaves only every
     n-th leaf is labelled and the markers shrink, so trees with hundreds of leaves stay legible.
@@ -266,7 +266,9 @@ def tree(
     if changed.any():
         handles.extend(_size_handles(vmax, marker_size * crowded))
         if unres[changed].any():
-            handles.append(Line2D([], [], ls="", marker="o", mfc="white", color="0.3", label="unresolved (either arc)"))
+            handles.append(
+                Line2D([], [], ls="", marker="o", mfc="white", color="0.3", label="unresolved (arc unclear)")
+            )
 
     # Labels: every leaf, or every n-th of a large tree.
     shown = thin_labels(n_leaves, max_labels)

@@ -52,7 +52,7 @@ def weights(
     The changes :func:`sctbr.pl.tree` draws are outlined: a change of latent ``j`` on the arc into node ``c`` frames
     the rows of ``c``'s subtree (``c`` itself with ``include_internal``, and every shown descendant) in column
     ``j``, with a solid line for a *changed* entry of the support estimate and a dashed one for an *unresolved*
-    change (the data place it on one of two arcs but cannot say which). Frames of changes on deeper arcs are inset
+    change (the data place it on this arc or a neighbouring one but cannot say which). Frames of changes on deeper arcs are inset
     further, so nested blocks stay distinguishable.
 
     Parameters
@@ -163,7 +163,7 @@ def _outline_changes(ax, adata: AnnData, key: str, t, rows: list[str], columns: 
     if drawn["changed"]:
         handles.append(Line2D([], [], color=_CHANGE_COLOR, lw=1.2, label=what))
     if drawn["unresolved"]:
-        handles.append(Line2D([], [], color=_CHANGE_COLOR, lw=1.2, ls="--", label="unresolved (either arc)"))
+        handles.append(Line2D([], [], color=_CHANGE_COLOR, lw=1.2, ls="--", label="unresolved (arc unclear)"))
     return handles
 
 

@@ -19,9 +19,14 @@ After training, the latents are fixed and the heads are a linear model in ``(bia
    environment, 81% with 1 000, where the latents' remaining mixture outweighs the noise; ``benchmarks/changes.py``).
    Entries the observed environments identify only jointly (every entry of a tree with cells at its leaves only) get
    none;
-6. **the rule**: an entry is *changed* when the fit on all training cells keeps it (non-zero) and its frequency
-   is at least ``min_frequency`` (0.9), or when the test calls it; an entry on a pair of arcs that the observed
-   environments cannot tell apart (:func:`unresolved_pairs`) is *unresolved* instead, never changed.
+6. **the rule**: an entry is *called* when the fit on all training cells keeps it (non-zero) and its frequency
+   is at least ``min_frequency`` (0.9), or when the test calls it. Nodes without cells have free heads, so other
+   Delta, as sparse as the called one, can give the same heads at the observed environments; per latent an exact
+   parsimony count (:func:`sparsest_status`) finds, for every arc, whether the sparsest of them change it. A called
+   entry is *changed* when every sparsest Delta changes it; an entry that some but not all of them change (or a
+   called one that none does) is *unresolved*: the data place a change there or on a neighbouring arc. On a tree
+   where every node but the root has cells this is the root's two arcs (:func:`unresolved_pairs`); with cells at
+   the leaves only, also, for example, two changes of one latent on arcs that meet at an inner node.
 
 The lasso shrinks small changes to zero where the latents are well identified and the cells many; the test finds
 them (``benchmarks/changes.py``: F1 0.899 -> 0.929 with 1 000 cells per environment), and adds nothing where the
@@ -112,6 +117,72 @@ def unresolved_pairs(tree: EnvironmentTree, observed) -> list[tuple[int, int, in
         elif parent is not None and len(children) == 1:
             pairs.append((tree.arc_index(node), tree.arc_index(children[0]), 1))
     return pairs
+
+
+def sparsest_status(parent_index, observed, delta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which arcs change in the sparsest Δ that give the same heads as ``delta`` at the observed nodes.
+
+    Nodes without cells have free heads, so many Δ fit the observed heads equally well: the data identify only
+    the sparsest (fewest non-zero entries), and on a tree with cells at its leaves several can tie. Per latent
+    (column of ``delta``, arcs in the tree's arc order: the arc into node ``i`` is row ``i - 1``), an exact
+    parsimony count over the tree (Sankoff's algorithm with unit costs; the states are the distinct heads of the
+    observed nodes, which every sparsest solution uses) gives, for every arc, whether *some* sparsest solution
+    changes it and whether some leaves it unchanged. Returns ``(some_change, some_unchanged)``, boolean arrays
+    shaped like ``delta``: an arc changes in every sparsest solution when ``some_change & ~some_unchanged``.
+
+    Examples
+    --------
+    A root without cells and two observed children: a change on either arc explains the data.
+
+    >>> some_change, some_unchanged = sparsest_status([-1, 0, 0], [False, True, True], np.array([[0.5], [0.0]]))
+    >>> some_change.ravel().tolist(), some_unchanged.ravel().tolist()
+    ([True, True], [True, True])
+    """
+    parent = np.asarray(parent_index, dtype=np.int64)
+    observed = np.asarray(observed, dtype=bool)
+    delta = np.asarray(delta, dtype=np.float64).reshape(len(parent) - 1, -1)
+    children: list[list[int]] = [[] for _ in parent]
+    for i in range(1, len(parent)):
+        children[parent[i]].append(i)
+    some_change = np.zeros(delta.shape, dtype=bool)
+    some_unchanged = np.zeros(delta.shape, dtype=bool)
+    big = 4 * len(parent) + 4  # larger than any count of changes
+    for j in range(delta.shape[1]):
+        values = np.zeros(len(parent))
+        for i in range(1, len(parent)):  # breadth-first order: every parent before its children
+            values[i] = values[parent[i]] + delta[i - 1, j]
+        scale = float(np.abs(values[observed]).max()) if observed.any() else 0.0
+        key = np.round(values / scale, 9) if scale > 0 else np.zeros_like(values)
+        states, state_of = np.unique(key[observed], return_inverse=True)
+        if len(states) == 0:
+            some_unchanged[:, j] = True
+            continue
+        restrict = np.zeros((len(parent), len(states)), dtype=np.int64)
+        restrict[np.flatnonzero(observed)] = big
+        restrict[np.flatnonzero(observed), state_of] = 0
+        down = restrict.copy()  # changes in the subtree of each node, given its state
+        into = np.zeros_like(down)  # the subtree of a child plus its arc, given the parent's state
+        for i in range(len(parent) - 1, 0, -1):
+            into[i] = np.minimum(down[i], down[i].min() + 1)
+            down[parent[i]] += into[i]
+        best = down[0].min()
+        up = np.zeros_like(down)  # changes outside each node's subtree, arc into it included, given its state
+        for i in range(1, len(parent)):
+            rest = up[parent[i]] + down[parent[i]] - into[i]  # the parent's side, given the parent's state
+            up[i] = np.minimum(rest, rest.min() + 1)
+            some_unchanged[i - 1, j] = (rest + down[i]).min() == best
+            some_change[i - 1, j] = _min_apart(rest, down[i]) + 1 == best
+    return some_change, some_unchanged
+
+
+def _min_apart(a: np.ndarray, b: np.ndarray) -> int:
+    """``min(a[s] + b[t])`` over ``s != t`` (a large value when there is one state)."""
+    if len(a) < 2:
+        return 2**40
+    ia, ib = np.argsort(a)[:2], np.argsort(b)[:2]
+    if ia[0] != ib[0]:
+        return int(a[ia[0]] + b[ib[0]])
+    return int(min(a[ia[0]] + b[ib[1]], a[ia[1]] + b[ib[0]]))
 
 
 def _cell_errors(z, y, env, path, root, delta) -> np.ndarray:
@@ -323,13 +394,11 @@ def estimate_changes(
             boot = prob.reweighted(rng.multinomial(n, np.full(n, 1.0 / n)).astype(float))
             counts += _select(boot, method, n_lambda, lambda_ratio, lam=lam, penalty=penalty, start=theta)[1]
         freq = counts / n_bootstrap
-    changed = (support & (freq >= min_frequency)) | tested
-    unresolved = np.zeros_like(changed)
-    for a, b, _ in unresolved_pairs(tree, observed):
-        either = changed[a] | changed[b]
-        unresolved[a] |= either
-        unresolved[b] |= either
-    changed &= ~unresolved
+    called = (support & (freq >= min_frequency)) | tested
+    has_cells = np.isin(np.asarray(tree.nodes), observed)
+    some_change, some_unchanged = sparsest_status(tree.parent_index, has_cells, np.where(called, delta, 0.0))
+    changed = called & some_change & ~some_unchanged
+    unresolved = (called | some_change) & ~changed
 
     names = list(latent_names) if latent_names is not None else [f"latent_{i}" for i in range(prob.z.shape[1])]
     arcs = list(tree.arc_labels)
