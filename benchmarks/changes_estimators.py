@@ -56,7 +56,15 @@ import numpy as np
 import pandas as pd
 from changes import simulate
 
-SETTINGS = ("balanced4", "balanced4_regulatory", "balanced4_k0", "yule12", "yule16")
+SETTINGS = (
+    "balanced4",
+    "balanced4_regulatory",
+    "balanced4_k0",
+    "yule12",
+    "yule16",
+    "yule12_regulatory",
+    "yule16_regulatory",
+)
 ESTIMATORS = ("adaptive", "lasso_only", "adaptive_ls", "ttest", "ttest_validation", "screen_clean")
 
 

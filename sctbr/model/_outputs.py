@@ -131,9 +131,10 @@ class OutputsMixin:
             ``arc``, ``latent``, ``delta`` (refitted with the latents fixed), ``frequency`` (share of bootstrap
             samples of the training cells that select the entry), ``tested`` (a least-squares test with the
             validation cells' variance calls it), ``changed`` (the rule: selected on all training cells and
-            ``frequency >= 0.9``, or ``tested``), ``unresolved`` (a change the observed environments place on
-            this arc or a neighbouring one but cannot say which: equally sparse Delta disagree; never ``changed``), and the least-squares ``estimate`` with its standard error ``se``
-            and 90% confidence interval ``ci_low`` / ``ci_high`` (latents taken as fixed; NaN for entries the
+            ``frequency >= 0.9``, or ``tested``, and placed on this arc by every equally sparse Delta), ``unresolved`` (a change the observed environments place on
+            this arc or a neighbouring one but cannot say which: equally sparse Delta disagree; never
+            ``changed``), and the least-squares ``estimate`` with its standard error ``se`` and 90% confidence
+            interval ``ci_low`` / ``ci_high`` (latents taken as fixed; NaN for entries the
             observed environments do not identify on their own, e.g. on trees with cells at the leaves only). See
             "Which latent changed on which arc" in :doc:`/using_latents`.
 

@@ -125,9 +125,10 @@ def tree(
     The tree is drawn as a dendrogram (root on the left, depth on the x-axis, leaves labelled) or radially. On each
     arc, a marker for every latent that changes there: by default the entries the support estimate calls
     *changed* (``adata.uns[key]["changes"]``, the rule in :meth:`sctbr.model.TBR.get_deltas`), with open markers
-    for *unresolved* changes (a change the data place on this arc or a neighbouring one around a node without cells;
-    drawn where its refitted ``Delta`` is not 0). Markers are coloured by latent, sit in a fixed slot per latent, and have an area
-    proportional to ``|Delta|`` (no minimum size; a size legend shows three reference values). Environments that
+    for *unresolved* changes (a change the data place on this arc or a neighbouring one around a node without
+    cells; drawn where its refitted ``Delta`` is not 0). Markers are coloured by latent, sit in a fixed slot per
+    latent, and have an area proportional to ``|Delta|`` (no minimum size; a size legend shows three reference
+    values). Environments that
     had cells are filled dots, nodes without cells (ancestral states) open circles. With more than ``max_labels`` leaves only every
     n-th leaf is labelled and the markers shrink, so trees with hundreds of leaves stay legible.
 

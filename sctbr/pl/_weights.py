@@ -52,8 +52,8 @@ def weights(
     The changes :func:`sctbr.pl.tree` draws are outlined: a change of latent ``j`` on the arc into node ``c`` frames
     the rows of ``c``'s subtree (``c`` itself with ``include_internal``, and every shown descendant) in column
     ``j``, with a solid line for a *changed* entry of the support estimate and a dashed one for an *unresolved*
-    change (the data place it on this arc or a neighbouring one but cannot say which). Frames of changes on deeper arcs are inset
-    further, so nested blocks stay distinguishable.
+    change (the data place it on this arc or a neighbouring one but cannot say which). Frames of changes on deeper
+    arcs are inset further, so nested blocks stay distinguishable.
 
     Parameters
     ----------

@@ -141,9 +141,6 @@ def sparsest_status(parent_index, observed, delta: np.ndarray) -> tuple[np.ndarr
     parent = np.asarray(parent_index, dtype=np.int64)
     observed = np.asarray(observed, dtype=bool)
     delta = np.asarray(delta, dtype=np.float64).reshape(len(parent) - 1, -1)
-    children: list[list[int]] = [[] for _ in parent]
-    for i in range(1, len(parent)):
-        children[parent[i]].append(i)
     some_change = np.zeros(delta.shape, dtype=bool)
     some_unchanged = np.zeros(delta.shape, dtype=bool)
     big = 4 * len(parent) + 4  # larger than any count of changes
