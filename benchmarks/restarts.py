@@ -65,17 +65,14 @@ def run(shape: str, seed: int, cells: int, latents: int, n_restarts: int) -> dic
         return value
 
     import sctbr.model._model as model_mod
-    from sctbr._constants import ENV_KEY
 
     final = model_mod.refine_final
     context: dict = {}
 
     def recording(module, tree, environments, data, idx, train_idx, random_state):
-        if not context:  # restart 0: the cells, nodes and tree of the final refinement
-            names = [str(environments[i]) for i in range(len(environments))]
-            node_of = tree.node_index(names)
-            env = data[ENV_KEY].numpy().reshape(-1)
-            context.update(idx=np.asarray(idx), node=np.asarray(node_of)[env], tree=tree, random_state=random_state)
+        if not context:  # restart 0: what the final refinement works on (its cells, tree and target scale)
+            context.update(module=module, tree=tree, environments=environments, data=data, idx=np.asarray(idx))
+            context.update(random_state=random_state)
         return final(module, tree, environments, data, idx, train_idx, random_state)
 
     core._restart_score = record
@@ -95,10 +92,7 @@ def run(shape: str, seed: int, cells: int, latents: int, n_restarts: int) -> dic
     pair = np.array([[mcc(a, b) for b in zs] for a in zs])
     medoid = int(np.argmax(pair.sum(1)))
     average = np.mean([_align(zs[medoid], z) for z in zs], axis=0)
-    refined = {
-        r: _refined_average([z for _, z in restarts[:r]], adata.obs["y"].to_numpy(), context)
-        for r in sorted({2, n_restarts})
-    }
+    refined = {r: _refined_average([z for _, z in restarts[:r]], context) for r in sorted({2, n_restarts})}
     return {
         "shape": shape,
         "seed": seed,
@@ -118,24 +112,19 @@ def run(shape: str, seed: int, cells: int, latents: int, n_restarts: int) -> dic
     }
 
 
-def _refined_average(zs: list, y: np.ndarray, context: dict) -> np.ndarray:
-    """Mean of the latents ``zs`` (all cells) matched to the first, then the final refinement's basis search on it."""
+def _refined_average(zs: list, context: dict) -> np.ndarray:
+    """Mean of the latents ``zs`` (all cells) matched to the first, then the final refinement's basis search on it
+    (on the fit's own least-squares heads of those latents, ``sctbr.model._heads.least_squares_heads``)."""
     from sctbr.model._basis import refine_basis
+    from sctbr.model._heads import least_squares_heads
 
     z = np.mean([_align(zs[0], z) for z in zs], axis=0)
-    idx, node, tree = context["idx"], context["node"][context["idx"]], context["tree"]
-    zi, yi = z[idx], y[idx]
-    d = z.shape[1]
-    heads = np.zeros((tree.n_nodes, d))
-    observed = np.zeros(tree.n_nodes, dtype=bool)
-    for k in np.unique(node):
-        rows = node == k
-        if rows.sum() <= d + 1:
-            continue
-        heads[k] = np.linalg.lstsq(np.column_stack([np.ones(rows.sum()), zi[rows]]), yi[rows], rcond=None)[0][1:]
-        observed[k] = True
-    corr = np.corrcoef(zi.T)
-    m = refine_basis(heads, np.asarray(tree.parent_index), observed, corr, random_state=context["random_state"])[0]
+    idx, tree = context["idx"], context["tree"]
+    heads, observed = least_squares_heads(
+        context["module"], tree, context["environments"], context["data"], idx, z=z[idx]
+    )
+    corr = np.corrcoef(z[idx].T)
+    m = refine_basis(heads[0], np.asarray(tree.parent_index), observed, corr, random_state=context["random_state"])[0]
     return z @ m
 
 
