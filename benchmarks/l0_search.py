@@ -261,12 +261,17 @@ def main(argv=None) -> None:
     torch.set_num_threads(1)
     for shape in args.shapes.split(","):
         for seed in range(args.seeds):
-            row = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in run(shape, seed, args).items()}
-            line = json.dumps(row, default=lambda o: o.item() if hasattr(o, "item") else str(o))
-            print(line, flush=True)
-            if args.out:
-                with args.out.open("a") as f:
-                    f.write(line + "\n")
+            emit(run(shape, seed, args), args.out)
+
+
+def emit(row: dict, out: Path | None) -> None:
+    """Print one result row as a JSON line (floats to 4 decimals) and append it to ``out`` when given."""
+    row = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
+    line = json.dumps(row, default=lambda o: o.item() if hasattr(o, "item") else str(o))
+    print(line, flush=True)
+    if out:
+        with out.open("a") as f:
+            f.write(line + "\n")
 
 
 if __name__ == "__main__":

@@ -64,6 +64,9 @@ RECIPES = {
     # dropout after each hidden layer of the encoder (issue 14's "dropout"; a benchmark patch, not a module option)
     "dropout0.1": {"dropout": 0.1},
     "dropout0.2": {"dropout": 0.2},
+    # the final refinement picks among its starts' distinct results by a criterion on the cells (the adaptive lasso
+    # BIC of benchmarks/basis_criteria.py, validation cells) instead of the smallest l1 penalty (a benchmark patch)
+    "cell_pick": {"cell_pick": 8},  # the 9 best distinct starts by l1
 }
 _ORIGINAL: dict = {}
 
@@ -121,7 +124,64 @@ def _apply_recipe(name: str) -> dict:
         kwargs["plan_kwargs"] = {"weight_decay": recipe["weight_decay"]}
     _patch_rounds(recipe.get("rounds", 1), recipe.get("refine_end", False))
     _patch_dropout(recipe.get("dropout", 0.0))
+    _patch_cell_pick(recipe.get("cell_pick", 0))
     return kwargs
+
+
+def _patch_cell_pick(n_best: int) -> None:
+    """Make the final refinement return, of the ``n_best + 1`` best distinct results of its 32 starts by l1 (the
+    input basis comes last, so only when fewer are distinct), the one with the smallest cell criterion
+    (``basis_criteria.cell_bic``); 0: the refinement as shipped."""
+    import torch
+
+    import sctbr.model._heads as heads_mod
+    import sctbr.model._model as model_mod
+    from sctbr._constants import ENV_KEY, Y_KEY
+    from sctbr.metrics import mcc
+
+    _ORIGINAL.setdefault("refine_final", model_mod.refine_final)
+    model_mod.refine_final = _ORIGINAL["refine_final"]
+    if n_best <= 0:
+        return
+    from basis_criteria import cell_bic, start_results
+
+    def refine_final(module, tree, environments, data, idx, train_idx, random_state):
+        idx = np.asarray(idx)
+        with torch.no_grad():
+            z = heads_mod.encode(module, data, idx).astype(np.float64)
+        cells = {
+            "y": data[Y_KEY][idx].numpy().astype(np.float64).reshape(-1),
+            "nodes": np.asarray([environments[int(e)] for e in data[ENV_KEY][idx].numpy().reshape(-1)]),
+            "tree": tree,
+            "split": np.where(np.isin(idx, np.asarray(train_idx)), "train", "validation"),
+        }
+        valid = cells["split"] == "validation"
+
+        def choose(heads, parent_index, observed, corr, *, random_state=0, **_):
+            with torch.enable_grad():  # refine_final runs under no_grad; the starts are optimised by Adam
+                maps, values = start_results(
+                    heads, np.asarray(parent_index), np.asarray(observed), corr, False, random_state
+                )
+            maps, values = [np.eye(z.shape[1])] + list(maps), [np.inf] + list(values)
+            picked = []
+            for i in np.argsort(values):
+                zi = z @ maps[i]
+                if all(mcc(zi[valid], (z @ maps[j])[valid]) < 0.99 for j in picked):
+                    picked.append(i)
+                if len(picked) > n_best:
+                    break
+            scores = [cell_bic(z @ maps[i], cells)[0] for i in picked]
+            best = picked[int(np.argmin(scores))]
+            value = float(values[best]) if np.isfinite(values[best]) else 0.0
+            return maps[best], heads, value, value
+
+        heads_mod.refine_basis, saved = choose, heads_mod.refine_basis
+        try:
+            return _ORIGINAL["refine_final"](module, tree, environments, data, idx, train_idx, random_state)
+        finally:
+            heads_mod.refine_basis = saved
+
+    model_mod.refine_final = refine_final
 
 
 def _patch_dropout(rate: float) -> None:

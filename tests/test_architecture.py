@@ -279,7 +279,11 @@ ALLOWED_PRIVATE_IMPORTS = {
         "sctbr.experiments._report:markdown",
         "sctbr.experiments._report:verdict",
     },
-    "tests/model/test_basis.py": {"sctbr.model._basis:_init_unobserved", "sctbr.model._basis_lp:polish"},
+    "tests/model/test_basis.py": {
+        "sctbr.model._basis:_init_unobserved",
+        "sctbr.model._basis:optimise_starts",
+        "sctbr.model._basis_lp:polish",
+    },
     "tests/model/test_data.py": {
         "sctbr._constants:ENV_KEY",
         "sctbr._constants:X_KEY",

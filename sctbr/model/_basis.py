@@ -114,6 +114,55 @@ def refine_basis(
             n_polish=n_polish,
         )
         return m, v.reshape(node_weights.shape), best, start
+    m, v, vals, input_value = optimise_starts(
+        node_weights,
+        parent_index,
+        observed,
+        corr,
+        penalty=penalty,
+        log_eps=log_eps,
+        n_starts=n_starts,
+        n_steps=n_steps,
+        lr=lr,
+        random_state=random_state,
+        lp_start=lp_start,
+    )
+    d = node_weights.shape[1]
+    best = int(torch.argmin(vals))
+    if input_value <= float(vals[best]):
+        return np.eye(d), node_weights.astype(np.float64).copy(), input_value, input_value
+    m_best, v_best, best_value = m[best].numpy(), v[best].numpy(), float(vals[best])
+    if lp_start and penalty == "l1":
+        # gradient steps stop near a vertex of the l1 objective: round the best few onto one exactly
+        for i in torch.argsort(vals)[:n_polish].tolist():
+            if not np.isfinite(float(vals[i])):
+                break
+            exact = polish(m[i].numpy(), node_weights, np.asarray(parent_index), np.asarray(observed, dtype=bool), corr)
+            if exact is not None and exact[2] < best_value * (1 - 1e-9):
+                m_best, v_best, best_value = exact[0], exact[1], exact[2]
+    return m_best, v_best, best_value, input_value
+
+
+def optimise_starts(
+    node_weights: np.ndarray,
+    parent_index: np.ndarray,
+    observed: np.ndarray,
+    corr: np.ndarray,
+    *,
+    penalty: str = "l1",
+    log_eps: float = 0.1,
+    n_starts: int = 32,
+    n_steps: int = 500,
+    lr: float = 0.05,
+    random_state: int = 0,
+    lp_start: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """Every start of :func:`refine_basis` (one target), optimised together: ``(M, heads, penalty, input_penalty)``.
+
+    ``M`` (starts x d x d) maps the latents of each start's result, ``heads`` (starts x nodes x d) are its heads,
+    ``penalty`` (starts) the exact penalty reached (``inf`` where the result is not finite), ``input_penalty`` that of
+    the input. :func:`refine_basis` returns the best of them; benchmarks compare other choices among them.
+    """
     g = torch.Generator().manual_seed(int(random_state))
     d = node_weights.shape[1]
     w = torch.as_tensor(node_weights, dtype=torch.float64)
@@ -170,21 +219,9 @@ def refine_basis(
         vals = value(v, 0.0)
         vals[~torch.isfinite(vals)] = float("inf")
         vals[~torch.isfinite(v).all(dim=2).all(dim=1)] = float("inf")
-        best = int(torch.argmin(vals))
         # the input itself (identity map, given unobserved heads) is a candidate too: never return worse
         input_value = float(value(w.unsqueeze(0), 0.0)[0])
-    if input_value <= float(vals[best]):
-        return np.eye(d), node_weights.astype(np.float64).copy(), input_value, input_value
-    m_best, v_best, best_value = m[best].numpy(), v[best].numpy(), float(vals[best])
-    if lp_start and penalty == "l1":
-        # gradient steps stop near a vertex of the l1 objective: round the best few onto one exactly
-        for i in torch.argsort(vals)[:n_polish].tolist():
-            if not np.isfinite(float(vals[i])):
-                break
-            exact = polish(m[i].numpy(), node_weights, np.asarray(parent_index), np.asarray(observed, dtype=bool), corr)
-            if exact is not None and exact[2] < best_value * (1 - 1e-9):
-                m_best, v_best, best_value = exact[0], exact[1], exact[2]
-    return m_best, v_best, best_value, input_value
+    return m, v, vals, input_value
 
 
 def _normalise(a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ import pytest
 
 from sctbr import EnvironmentTree
 from sctbr.model import refine_basis
-from sctbr.model._basis import _init_unobserved
+from sctbr.model._basis import _init_unobserved, optimise_starts
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
@@ -69,6 +69,23 @@ def test_recovers_the_sparse_basis(seed):
     diff = np.abs(v[1:] - v[PARENT[1:]])
     second, first = np.sort(diff, axis=1)[:, -2], diff.max(axis=1)
     assert (second <= 0.05 * first).all()
+
+
+def test_optimise_starts_gives_every_start_and_refine_basis_returns_the_best():
+    w_true, _ = sparse_truth(2, 0)
+    w_mixed, corr = mixed(w_true, MIX)
+    observed = np.ones(TREE.n_nodes, dtype=bool)
+    maps, heads, values, input_value = optimise_starts(w_mixed, PARENT, observed, corr, n_starts=8, random_state=0)
+    assert maps.shape == (8, 2, 2) and heads.shape == (8, TREE.n_nodes, 2) and values.shape == (8,)
+    assert input_value == pytest.approx(l1_penalty(w_mixed), rel=1e-9)
+    for i in range(8):  # each start's value is the exact penalty of its heads, which are the input's mapped by M
+        h, m = heads[i].numpy(), maps[i].numpy()
+        assert float(values[i]) == pytest.approx(l1_penalty(h), rel=1e-9)
+        np.testing.assert_allclose(h, w_mixed @ np.linalg.inv(m).T, atol=1e-8)
+    m, _, value, _ = refine_basis(w_mixed, PARENT, observed, corr, n_starts=8, random_state=0)
+    best = int(values.argmin())
+    assert value == pytest.approx(float(values[best]), rel=1e-12)
+    np.testing.assert_array_equal(m, maps[best].numpy())
 
 
 def test_identity_is_optimal_when_already_sparse():
