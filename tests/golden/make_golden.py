@@ -41,17 +41,18 @@ def float_signature() -> str:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        g = torch.Generator().manual_seed(0)
-        x, y = torch.randn(256, 40, generator=g), torch.randn(256, 1, generator=g)
-        torch.manual_seed(0)
-        net = torch.nn.Sequential(torch.nn.Linear(40, 64), torch.nn.LeakyReLU(), torch.nn.Linear(64, 1))
-        opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-        for _ in range(20):
-            loss = ((net(x) - y) ** 2).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        raw = b"".join(p.detach().numpy().tobytes() for p in net.parameters())
+        with torch.random.fork_rng():  # the global seed below leaves the caller's random state as it was
+            g = torch.Generator().manual_seed(0)
+            x, y = torch.randn(256, 40, generator=g), torch.randn(256, 1, generator=g)
+            torch.manual_seed(0)
+            net = torch.nn.Sequential(torch.nn.Linear(40, 64), torch.nn.LeakyReLU(), torch.nn.Linear(64, 1))
+            opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+            for _ in range(20):
+                loss = ((net(x) - y) ** 2).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            raw = b"".join(p.detach().numpy().tobytes() for p in net.parameters())
     finally:
         torch.set_num_threads(threads)
     return hashlib.sha1(raw).hexdigest()[:16]

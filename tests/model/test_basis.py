@@ -76,7 +76,9 @@ def test_optimise_starts_gives_every_start_and_refine_basis_returns_the_best():
     w_mixed, corr = mixed(w_true, MIX)
     observed = np.ones(TREE.n_nodes, dtype=bool)
     maps, heads, values, input_value = optimise_starts(w_mixed, PARENT, observed, corr, n_starts=8, random_state=0)
-    assert maps.shape == (8, 2, 2) and heads.shape == (8, TREE.n_nodes, 2) and values.shape == (8,)
+    assert maps.shape == (8, 2, 2)
+    assert heads.shape == (8, TREE.n_nodes, 2)
+    assert values.shape == (8,)
     assert input_value == pytest.approx(l1_penalty(w_mixed), rel=1e-9)
     for i in range(8):  # each start's value is the exact penalty of its heads, which are the input's mapped by M
         h, m = heads[i].numpy(), maps[i].numpy()
