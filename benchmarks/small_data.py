@@ -67,6 +67,10 @@ RECIPES = {
     # the final refinement picks among its starts' distinct results by a criterion on the cells (the adaptive lasso
     # BIC of benchmarks/basis_criteria.py, validation cells) instead of the smallest l1 penalty (a benchmark patch)
     "cell_pick": {"cell_pick": 8},  # the 9 best distinct starts by l1
+    # after the final refinement's l1 basis, a search of the log penalty (eps 0.03 of the mean head) on the same
+    # unpenalised heads: benchmarks/head_errors.py's log_search (96 starts), its 16 best and the l1 basis polished by
+    # mm_polish, the smallest exact value kept (a benchmark patch)
+    "log_search": {"log_search": 0.03},
 }
 _ORIGINAL: dict = {}
 
@@ -125,6 +129,7 @@ def _apply_recipe(name: str) -> dict:
     _patch_rounds(recipe.get("rounds", 1), recipe.get("refine_end", False))
     _patch_dropout(recipe.get("dropout", 0.0))
     _patch_cell_pick(recipe.get("cell_pick", 0))
+    _patch_log_search(recipe.get("log_search", 0.0))
     return kwargs
 
 
@@ -176,6 +181,41 @@ def _patch_cell_pick(n_best: int) -> None:
             return maps[best], heads, value, value
 
         heads_mod.refine_basis, saved = choose, heads_mod.refine_basis
+        try:
+            return _ORIGINAL["refine_final"](module, tree, environments, data, idx, train_idx, random_state)
+        finally:
+            heads_mod.refine_basis = saved
+
+    model_mod.refine_final = refine_final
+
+
+def _patch_log_search(eps_rel: float) -> None:
+    """Make the final refinement continue from its l1 basis with a search of the log penalty (``eps_rel`` of the mean
+    absolute head; 0: the refinement as shipped): ``head_errors.log_search``'s 16 best results and the l1 basis, each
+    polished by ``head_errors.mm_polish``, the smallest exact log value kept."""
+    import sctbr.model._heads as heads_mod
+    import sctbr.model._model as model_mod
+
+    # _patch_cell_pick (called first) has restored the shipped refine_final
+    if eps_rel <= 0:
+        return
+    from head_errors import log_search, mm_polish
+
+    def refine_final(module, tree, environments, data, idx, train_idx, random_state):
+        saved = heads_mod.refine_basis
+
+        def choose(heads, parent_index, observed, corr, *, random_state=0, **kwargs):
+            m1, h1, v1, v0 = saved(heads, parent_index, observed, corr, random_state=random_state, **kwargs)
+            if np.ndim(heads) != 2:
+                return m1, h1, v1, v0
+            parent, obs = np.asarray(parent_index), np.asarray(observed, dtype=bool)
+            eps = eps_rel * float(np.abs(heads[obs]).mean())
+            maps, _ = log_search(heads, parent, obs, corr, eps_rel, random_state, top=16)
+            polished = [mm_polish(m, heads, parent, obs, corr, eps) for m in [*maps, m1]]
+            best = polished[int(np.argmin([v for _, v in polished]))][0]
+            return best, h1, v1, v0
+
+        heads_mod.refine_basis = choose
         try:
             return _ORIGINAL["refine_final"](module, tree, environments, data, idx, train_idx, random_state)
         finally:
