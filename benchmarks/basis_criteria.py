@@ -31,10 +31,8 @@ setting (``small_data.py``'s simulations, 5 latents, k = 1, MLP, 300 cells per e
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -285,15 +283,9 @@ def main(argv=None) -> None:
     p.add_argument("--no-starts", action="store_true", help="skip the refinement-starts comparison")
     p.add_argument("--out", type=Path, default=None, help="JSON-lines file the rows are appended to")
     args = p.parse_args(argv)
-    warnings.filterwarnings("ignore")
-    logging.disable(logging.WARNING)
-    import torch
-    from l0_search import emit
+    from l0_search import run_grid
 
-    torch.set_num_threads(1)
-    for shape in args.shapes.split(","):
-        for seed in [int(x) for x in args.seeds.split(",")]:
-            emit(run(shape, seed, args), args.out)
+    run_grid(run, args.shapes.split(","), [int(x) for x in args.seeds.split(",")], args)
 
 
 if __name__ == "__main__":

@@ -38,10 +38,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -194,9 +192,6 @@ def mm_polish(m, heads, parent, observed, corr, eps: float, n_sweeps: int = 6) -
     ``sctbr.model._basis_lp.polish`` does), and keeps it when the exact value (unit-variance latents) drops.
     Returns ``(M, value)``.
     """
-    import scipy.sparse as sp
-    from scipy.optimize import linprog
-
     from sctbr.model._basis_lp import _DirectionProgram
 
     prog = _DirectionProgram(heads, parent, observed)
@@ -207,22 +202,12 @@ def mm_polish(m, heads, parent, observed, corr, eps: float, n_sweeps: int = 6) -
         improved = False
         for j in range(dirs.shape[1]):
             r = np.linalg.inv(dirs)[j]
-            a_eq = sp.csr_matrix(np.r_[r, np.zeros(prog.n_free + prog.n_arcs)][None, :])
-            weights, n = np.ones(prog.n_arcs), None
+            weights, n = None, None
             for _ in range(3):
-                res = linprog(
-                    np.r_[np.zeros(prog.d + prog.n_free), weights],
-                    A_ub=prog._a_ub,
-                    b_ub=np.zeros(2 * prog.n_arcs),
-                    A_eq=a_eq,
-                    b_eq=[1.0],
-                    bounds=prog._bounds,
-                    method="highs",
-                )
-                if res.status != 0:
+                out = prog.solve_weighted(r, weights)
+                if out is None:
                     break
-                n = res.x[: prog.d]
-                changes = prog.a_dir @ n + (prog.a_free @ res.x[prog.d : prog.d + prog.n_free] if prog.n_free else 0)
+                n, changes = out
                 trial = dirs.copy()
                 trial[:, j] = n
                 unit = np.linalg.inv(_normalise(np.linalg.inv(trial).T, corr)).T  # the direction at unit variance
@@ -331,15 +316,9 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     args.noise = [float(x) for x in args.noise.split(",") if x]
     args.fit_kwargs = json.loads(args.fit_kwargs)
-    warnings.filterwarnings("ignore")
-    logging.disable(logging.WARNING)
-    import torch
-    from l0_search import emit
+    from l0_search import run_grid
 
-    torch.set_num_threads(1)
-    for shape in args.shapes.split(","):
-        for seed in [int(x) for x in args.seeds.split(",")]:
-            emit(run(shape, seed, args), args.out)
+    run_grid(run, args.shapes.split(","), [int(x) for x in args.seeds.split(",")], args)
 
 
 if __name__ == "__main__":

@@ -254,13 +254,18 @@ def main(argv=None) -> None:
     p.add_argument("--cache", type=Path, default=None, help="folder of cached default fits (fitted mode)")
     p.add_argument("--out", type=Path, default=None, help="JSON-lines file the rows are appended to")
     args = p.parse_args(argv)
+    run_grid(run, args.shapes.split(","), range(args.seeds), args)
+
+
+def run_grid(run, shapes, seeds, args) -> None:
+    """Quietly, with one torch thread, ``emit(run(shape, seed, args), args.out)`` for every shape and seed."""
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
     import torch
 
     torch.set_num_threads(1)
-    for shape in args.shapes.split(","):
-        for seed in range(args.seeds):
+    for shape in shapes:
+        for seed in seeds:
             emit(run(shape, seed, args), args.out)
 
 

@@ -53,9 +53,20 @@ class _DirectionProgram:
 
         The sparsity is the scale-free ratio l1 / l2 of the arc changes (smaller is sparser).
         """
+        out = self.solve_weighted(r, None)
+        if out is None:
+            return None
+        n, changes = out
+        l2 = float(np.linalg.norm(changes))
+        return (n, float(np.abs(changes).sum()) / l2) if l2 > 1e-12 else None
+
+    def solve_weighted(self, r: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:
+        """The direction ``n`` minimising the (``weights``-weighted, per arc) l1 norm of its arc changes subject to
+        ``r^T n = 1``, and those changes (unobserved heads at their optimum); ``None`` when the program fails."""
+        cost = self._cost if weights is None else np.r_[np.zeros(self.d + self.n_free), weights]
         a_eq = sp.csr_matrix(np.r_[r, np.zeros(self.n_free + self.n_arcs)][None, :])
         res = linprog(
-            self._cost,
+            cost,
             A_ub=self._a_ub,
             b_ub=np.zeros(2 * self.n_arcs),
             A_eq=a_eq,
@@ -66,8 +77,7 @@ class _DirectionProgram:
         if res.status != 0:
             return None
         changes = self.a_dir @ res.x[: self.d] + self.a_free @ res.x[self.d : self.d + self.n_free]
-        l2 = float(np.linalg.norm(changes))
-        return (res.x[: self.d], float(np.abs(changes).sum()) / l2) if l2 > 1e-12 else None
+        return res.x[: self.d], np.asarray(changes)
 
 
 def sparse_directions(
