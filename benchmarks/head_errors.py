@@ -25,6 +25,8 @@ cells per cell type) but that no criterion measured picks that basis. This bench
   :func:`mm_polish` (an exact descent of the log penalty): ``mm_aligned_mcc`` is the MCC of the objective's own
   optimum near the truth, i.e. what a perfect search of this objective could return. ``--search-polish K``
   polishes the ``K`` best results of the search and the fit's basis and keeps the smallest (``mm_top*``).
+- ``--recipe-candidates``: the fit with ``small_data.py``'s recipe ``log_search`` (the search inside the final
+  refinement), and every candidate it polished: MCC of its start and of its result, exact log value, the chosen one.
 
     OMP_NUM_THREADS=1 python benchmarks/head_errors.py --noise 0,0.02,0.05 --fitted-log \
         --out benchmarks/results/head_errors.jsonl                                   # 15 fits at 300 cells
@@ -300,6 +302,61 @@ def run(shape: str, seed: int, args) -> dict:
     return row | {"seconds": round(time.perf_counter() - t, 1)}
 
 
+def recipe_candidates(shape: str, seed: int, args) -> dict:
+    """The fit with ``small_data.py``'s recipe ``log_search``: every polished candidate of its final refinement
+    (start and result MCC, exact log value), the chosen one marked; the latents before the search are recovered from
+    the final ones through the chosen map."""
+    import head_errors as module  # what small_data's patch imports (this file may be running as __main__)
+    import small_data
+
+    import sctbr
+    from sctbr.metrics import mcc
+
+    record = []
+    polish = module.mm_polish
+
+    def recorded(m, *a, **k):
+        out = polish(m, *a, **k)
+        record.append((np.array(m), out[0], out[1]))
+        return out
+
+    module.mm_polish = recorded  # small_data's patch imports it when the recipe is applied
+    try:
+        kwargs = small_data._apply_recipe("log_search")
+        adata = small_data.simulate(shape, args.cells, 5, "k1", "mlp", seed)
+        res = sctbr.tl.fit(
+            adata,
+            random_state=seed,
+            accelerator="cpu",
+            train_kwargs={"enable_progress_bar": False},
+            changes=False,
+            **kwargs,
+        )
+    finally:
+        module.mm_polish = polish
+        small_data._apply_recipe("default")
+    z, z_true = np.asarray(res.latents, float), np.asarray(adata.obsm["Z_true"], float)
+    val = np.asarray(res.split).astype(str) == "validation"
+    chosen = int(np.argmin([v for _, _, v in record]))
+    z0 = z @ np.linalg.inv(record[chosen][1])
+    return {
+        "label": "recipe_candidates",
+        "shape": shape,
+        "cells": args.cells,
+        "seed": seed,
+        "fit_mcc": float(mcc(z_true[val], z[val])),
+        "chosen": chosen,
+        "candidates": [
+            [
+                round(float(mcc(z_true[val], (z0 @ m0)[val])), 4),
+                round(float(mcc(z_true[val], (z0 @ m1)[val])), 4),
+                round(v, 5),
+            ]
+            for m0, m1, v in record
+        ],
+    }
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shapes", default="yule12,yule16,balanced3")
@@ -310,6 +367,9 @@ def main(argv=None) -> None:
     p.add_argument("--fitted-log", action="store_true", help="run the log-penalty search on the fit's own heads")
     p.add_argument("--polish", action="store_true", help="with --fitted-log: majorise-minimise polish (mm_polish)")
     p.add_argument("--search-polish", type=int, default=0, help="with --fitted-log: polish the K best results")
+    p.add_argument(
+        "--recipe-candidates", action="store_true", help="list the polished candidates of small_data's log_search"
+    )
     p.add_argument("--fit-kwargs", default="{}", help="JSON of extra sctbr.tl.fit arguments (an encoder option)")
     p.add_argument("--label", default="default")
     p.add_argument("--out", type=Path, default=None, help="JSON-lines file the rows are appended to")
@@ -318,7 +378,12 @@ def main(argv=None) -> None:
     args.fit_kwargs = json.loads(args.fit_kwargs)
     from l0_search import run_grid
 
-    run_grid(run, args.shapes.split(","), [int(x) for x in args.seeds.split(",")], args)
+    run_grid(
+        recipe_candidates if args.recipe_candidates else run,
+        args.shapes.split(","),
+        [int(x) for x in args.seeds.split(",")],
+        args,
+    )
 
 
 if __name__ == "__main__":
