@@ -25,6 +25,10 @@ cells per cell type) but that no criterion measured picks that basis. This bench
   :func:`mm_polish` (an exact descent of the log penalty): ``mm_aligned_mcc`` is the MCC of the objective's own
   optimum near the truth, i.e. what a perfect search of this objective could return. ``--search-polish K``
   polishes the ``K`` best results of the search and the fit's basis and keeps the smallest (``mm_top*``).
+- ``--l1``: the l1 objective of the basis refinement on the same heads: ``l1_fit`` / ``l1_aligned`` its local
+  optimum from the fit's basis and from the near-true one (value and MCC), ``l1_refine`` / ``l1_refine_lp`` what
+  ``refine_basis`` finds (32 starts; with LP starts and exact polish). Where ``l1_refine`` is smaller than
+  ``l1_aligned`` and its MCC lower, the objective itself prefers a mixture.
 - ``--recipe-candidates``: the fit with ``small_data.py``'s recipe ``log_search`` (the search inside the final
   refinement), and every candidate it polished: MCC of its start and of its result, exact log value, the chosen one.
 
@@ -113,7 +117,14 @@ def exact_log_value(heads: np.ndarray, parent: np.ndarray, observed: np.ndarray,
 
 
 def _normalise(m: np.ndarray, corr: np.ndarray) -> np.ndarray:
-    return m / np.sqrt(np.einsum("ij,ik,kj->j", m, corr, m))
+    """``sctbr.model._basis._normalise`` for one map: columns scaled to unit-variance latents."""
+    import torch
+
+    from sctbr.model._basis import _normalise as normalise_t
+
+    return normalise_t(torch.as_tensor(m, dtype=torch.float64)[None], torch.as_tensor(corr, dtype=torch.float64))[
+        0
+    ].numpy()
 
 
 def _heads_in(m: np.ndarray, heads: np.ndarray) -> np.ndarray:
@@ -124,11 +135,9 @@ def _heads_in(m: np.ndarray, heads: np.ndarray) -> np.ndarray:
 def log_search(heads, parent, observed, corr, eps_rel: float, seed: int, top: int = 1):
     """The basis with the smallest exact log penalty among 96 refined starts: ``(M, value)``; with ``top`` > 1 the
     ``top`` best as ``(maps, values)``."""
-    import torch
     from l0_search import best_sets, candidates
 
-    from sctbr.model._basis import _init_unobserved
-    from sctbr.model._basis import _normalise as normalise_t
+    from sctbr.model._basis import optimise_starts
 
     rng = np.random.default_rng(seed)
     d = heads.shape[1]
@@ -143,36 +152,11 @@ def log_search(heads, parent, observed, corr, eps_rel: float, seed: int, top: in
         n = pool[rng.choice(len(pool), d, replace=False)].T
         if np.linalg.cond(n) < 50:
             starts.append(np.linalg.inv(n).T)
-    # Adam on the smoothed penalty from every start at once (as sctbr.model.refine_basis), then exact values
-    w = torch.as_tensor(heads, dtype=torch.float64)
-    c = torch.as_tensor(corr, dtype=torch.float64)
-    child = torch.as_tensor(np.flatnonzero(parent >= 0))
-    par = torch.as_tensor(parent[parent >= 0])
-    obs_idx, free_idx = torch.as_tensor(np.flatnonzero(observed)), torch.as_tensor(np.flatnonzero(~observed))
-    s, scale = len(starts), float(np.abs(heads[observed]).mean())
-    a0 = torch.as_tensor(np.stack(starts), dtype=torch.float64)
-    a = a0.clone().requires_grad_(True)
-    v_free = torch.as_tensor(_init_unobserved(heads, parent, observed)).expand(s, -1, -1).clone()
-    with torch.no_grad():
-        v_free = torch.linalg.solve(normalise_t(a0, c), v_free.transpose(1, 2)).transpose(1, 2)
-    v_free.requires_grad_(True)
-    opt = torch.optim.Adam([a, v_free], lr=0.05)
-    n_steps = 800
-    with torch.enable_grad():
-        for step in range(n_steps):
-            smooth = scale * max(1e-3, 0.1 * (1 - step / n_steps))
-            m = normalise_t(a, c)
-            w_obs = torch.linalg.solve(m, w[obs_idx].T.expand(s, -1, -1)).transpose(1, 2)
-            v = torch.zeros(s, w.shape[0], d, dtype=torch.float64).index_copy(1, obs_idx, w_obs)
-            if len(free_idx):
-                v = v.index_copy(1, free_idx, v_free)
-            diff = v[:, child] - v[:, par]
-            x = torch.sqrt(diff * diff + smooth * smooth) - smooth
-            loss = (eps * torch.log1p(x / eps)).sum() / scale
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    maps = normalise_t(a.detach(), c).numpy()
+    # Adam on the smoothed penalty from every start at once (sctbr.model.refine_basis's loop), then exact values
+    m, _, _, _ = optimise_starts(
+        heads, parent, observed, corr, penalty="log", log_eps=eps_rel, n_steps=800, lr=0.05, starts=np.stack(starts)
+    )
+    maps = m.numpy()
     values = np.array(
         [
             exact_log_value(_heads_in(mm, heads), parent, observed, eps) if np.isfinite(mm).all() else np.inf
@@ -299,6 +283,21 @@ def run(shape: str, seed: int, args) -> dict:
             polished = [mm_polish(mm, heads, s.parent, observed, corr, eps) for mm in [*maps, np.eye(s.d)]]
             k = int(np.argmin([v for _, v in polished]))
             row["mm_top"], row["mm_top_mcc"] = polished[k][1], s.mcc(s.z @ polished[k][0])
+    if args.l1:
+        # the l1 objective on the same heads: its local optimum next to the fit's basis and next to the near-true
+        # basis, and what the final refinement's search finds (plain, and with LP starts and exact polish)
+        from sctbr.model._basis import optimise_starts, refine_basis
+
+        heads = np.zeros((s.n_nodes, s.d))
+        heads[s.obs_nodes] = s.heads(rows)
+        corr = np.corrcoef(s.z[s.train].T)
+        aligned = _normalise(s.aligned(), corr)
+        maps, _, values, _ = optimise_starts(heads, s.parent, observed, corr, starts=np.stack([np.eye(s.d), aligned]))
+        for i, name in enumerate(("fit", "aligned")):
+            row[f"l1_{name}"], row[f"l1_{name}_mcc"] = float(values[i]), s.mcc(s.z @ maps[i].numpy())
+        for name, lp in (("refine", False), ("refine_lp", True)):
+            m, _, value, _ = refine_basis(heads, s.parent, observed, corr, lp_start=lp, random_state=seed)
+            row[f"l1_{name}"], row[f"l1_{name}_mcc"] = value, s.mcc(s.z @ m)
     return row | {"seconds": round(time.perf_counter() - t, 1)}
 
 
@@ -370,6 +369,7 @@ def main(argv=None) -> None:
     p.add_argument(
         "--recipe-candidates", action="store_true", help="list the polished candidates of small_data's log_search"
     )
+    p.add_argument("--l1", action="store_true", help="the l1 objective's optima near the fit's and the true basis")
     p.add_argument("--fit-kwargs", default="{}", help="JSON of extra sctbr.tl.fit arguments (an encoder option)")
     p.add_argument("--label", default="default")
     p.add_argument("--out", type=Path, default=None, help="JSON-lines file the rows are appended to")

@@ -143,6 +143,7 @@ def refine_basis(
     return m_best, v_best, best_value, input_value
 
 
+@torch.enable_grad()
 def optimise_starts(
     node_weights: np.ndarray,
     parent_index: np.ndarray,
@@ -156,15 +157,20 @@ def optimise_starts(
     lr: float = 0.05,
     random_state: int = 0,
     lp_start: bool = False,
+    starts: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
     """Every start of :func:`refine_basis` (one target), optimised together: ``(M, heads, penalty, input_penalty)``.
 
     ``M`` (starts x d x d) maps the latents of each start's result, ``heads`` (starts x nodes x d) are its heads,
     ``penalty`` (starts) the exact penalty reached (``inf`` where the result is not finite), ``input_penalty`` that of
     the input. :func:`refine_basis` returns the best of them; benchmarks compare other choices among them.
+    ``starts`` (starts x d x d), when given, are the starting maps instead of the identity and ``n_starts - 1``
+    random ones (``n_starts``, ``random_state`` and ``lp_start`` are then unused).
     """
     g = torch.Generator().manual_seed(int(random_state))
     d = node_weights.shape[1]
+    if starts is not None:
+        n_starts, lp_start = len(starts), False
     w = torch.as_tensor(node_weights, dtype=torch.float64)
     c = torch.as_tensor(corr, dtype=torch.float64)
     child = torch.as_tensor(np.flatnonzero(parent_index >= 0))
@@ -174,7 +180,10 @@ def optimise_starts(
     scale = float(np.abs(node_weights[observed]).mean()) or 1.0
     eye = torch.eye(d, dtype=torch.float64)
     a0 = eye.expand(n_starts, d, d).clone()
-    a0[1:] += torch.randn(n_starts - 1, d, d, generator=g, dtype=torch.float64)
+    if starts is None:
+        a0[1:] += torch.randn(n_starts - 1, d, d, generator=g, dtype=torch.float64)
+    else:
+        a0 = torch.as_tensor(np.asarray(starts), dtype=torch.float64).clone()
     if lp_start and n_starts > 1:
         # half of the random starts are replaced by sets of sparse head directions from linear programs
         starts = lp_starts(node_weights, parent_index, observed, corr, n_starts // 2, random_state=random_state)

@@ -90,6 +90,24 @@ def test_optimise_starts_gives_every_start_and_refine_basis_returns_the_best():
     np.testing.assert_array_equal(m, maps[best].numpy())
 
 
+def test_optimise_starts_takes_given_starts():
+    w_true, _ = sparse_truth(2, 0)
+    w_mixed, corr = mixed(w_true, MIX)
+    observed = np.ones(TREE.n_nodes, dtype=bool)
+    starts = np.stack([np.eye(2), np.array([[1.0, 0.3], [0.2, 2.0]]), MIX])
+    # no steps: the results are the given starts themselves, scaled to unit-variance latents
+    maps, _, _, _ = optimise_starts(w_mixed, PARENT, observed, corr, n_steps=0, n_starts=8, starts=starts)
+    assert maps.shape == (3, 2, 2)
+    for start, m in zip(starts, maps.numpy(), strict=True):
+        np.testing.assert_allclose(m, start / np.sqrt(np.einsum("ij,ik,kj->j", start, corr, start)), atol=1e-12)
+    # with steps, the log penalty from the unmixing start keeps the sparse basis (a scaled permutation)
+    maps, _, values, input_value = optimise_starts(
+        w_mixed, PARENT, observed, corr, penalty="log", starts=np.stack([np.linalg.inv(MIX)])
+    )
+    assert_scaled_permutation(MIX @ maps[0].numpy())
+    assert float(values[0]) < input_value
+
+
 def test_identity_is_optimal_when_already_sparse():
     w_true, deltas = sparse_truth(2, 0)
     observed = np.ones(TREE.n_nodes, dtype=bool)
