@@ -122,9 +122,8 @@ def _normalise(m: np.ndarray, corr: np.ndarray) -> np.ndarray:
 
     from sctbr.model._basis import _normalise as normalise_t
 
-    return normalise_t(torch.as_tensor(m, dtype=torch.float64)[None], torch.as_tensor(corr, dtype=torch.float64))[
-        0
-    ].numpy()
+    maps = torch.as_tensor(m, dtype=torch.float64)[None]
+    return normalise_t(maps, torch.as_tensor(corr, dtype=torch.float64))[0].numpy()
 
 
 def _heads_in(m: np.ndarray, heads: np.ndarray) -> np.ndarray:

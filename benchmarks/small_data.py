@@ -76,8 +76,8 @@ RECIPES = {
     "log_margin0.02": {"log_search": 0.03, "log_margin": 0.02},
     "log_margin0.05": {"log_search": 0.03, "log_margin": 0.05},
 }
-# what the log_search patch saw in the last final refinement: the exact log value of the polished l1 basis and of
-# the best polished search result (run_one stores their ratio, so margin rules can be compared on one run)
+# what the log_search patch saw in the last final refinement: "ratio", the exact log value of the best polished
+# search result over the polished l1 basis's (run_one stores it, so margin rules can be compared on one run)
 LOG_SEARCH_SEEN: dict = {}
 _ORIGINAL: dict = {}
 

@@ -186,8 +186,8 @@ def optimise_starts(
         a0 = torch.as_tensor(np.asarray(starts), dtype=torch.float64).clone()
     if lp_start and n_starts > 1:
         # half of the random starts are replaced by sets of sparse head directions from linear programs
-        starts = lp_starts(node_weights, parent_index, observed, corr, n_starts // 2, random_state=random_state)
-        for i, start in enumerate(starts[: n_starts - 1]):
+        lp_sets = lp_starts(node_weights, parent_index, observed, corr, n_starts // 2, random_state=random_state)
+        for i, start in enumerate(lp_sets[: n_starts - 1]):
             a0[1 + i] = torch.as_tensor(start, dtype=torch.float64)
     a = a0.requires_grad_(True)
     v_free = torch.as_tensor(_init_unobserved(node_weights, parent_index, observed))
