@@ -27,13 +27,12 @@ import argparse
 import numpy as np
 import pandas as pd
 
-KEYS = ["shape", "cells", "seed"]
+KEYS = ["shape", "cells", "latents", "changes", "psi", "seed"]
 MARGINS = (0.0, 0.01, 0.02, 0.03, 0.05, 0.08)
 
 
 def margin_table(fits: pd.DataFrame) -> pd.DataFrame:
     """One row per fit: the default's MCC, ``log_search``'s, its ratio, and the MCC of every margin rule."""
-    fits = fits[(fits.latents == 5) & (fits.changes == "k1") & (fits.psi == "mlp")]
     default = fits[fits.recipe == "default"][KEYS + ["tbr_mcc"]].rename(columns={"tbr_mcc": "default"})
     search = fits[fits.recipe == "log_search"][KEYS + ["tbr_mcc", "log_search_ratio"]]
     df = default.merge(search.rename(columns={"tbr_mcc": "log_search", "log_search_ratio": "ratio"}), on=KEYS)
@@ -44,23 +43,26 @@ def margin_table(fits: pd.DataFrame) -> pd.DataFrame:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("csv", help="small_data.py's fits.csv with recipes default and log_search")
+    p.add_argument("csv", nargs="+", help="small_data.py's fits.csv files with recipes default and log_search")
     args = p.parse_args(argv)
-    df = margin_table(pd.read_csv(args.csv))
+    df = margin_table(pd.concat([pd.read_csv(c) for c in args.csv], ignore_index=True))
     rules = ["log_search"] + [f"margin{m}" for m in MARGINS[1:]]
     pd.set_option("display.width", 200)
     df["seeds"] = np.where(df.seed < 5, "0-4", "5-9")
-    for seeds, g in df.groupby("seeds"):
-        print(f"seeds {seeds}: {len(g)} fits; MCC change against the default (>0.005 better, <-0.005 worse)")
+    for (latents, psi, seeds), g in df.groupby(["latents", "psi", "seeds"]):
+        print(
+            f"{latents} latents, psi {psi}, seeds {seeds}: {len(g)} fits; MCC change against the default "
+            "(>0.005 better, <-0.005 worse)"
+        )
         for rule in rules:
             diff = g[rule] - g.default
             print(
                 f"  {rule:>12}: {diff.mean():+.4f} +- {diff.std():.3f}  better {(diff > 0.005).sum():>2} "
                 f"worse {(diff < -0.005).sum():>2}  worst change {diff.min():+.3f}"
             )
-    print("mean / worst MCC per tree and cells, all seeds")
+    print("mean / worst MCC per setting, all seeds")
     cols = ["default", *rules[:1], "margin0.02", "margin0.05"]
-    print(df.groupby(["shape", "cells"])[cols].agg(["mean", "min"]).round(3).to_string())
+    print(df.groupby(["latents", "psi", "shape", "cells"])[cols].agg(["mean", "min"]).round(3).to_string())
     print(
         f"correlation of the ratio with log_search's gain: {np.corrcoef(df.ratio, df.log_search - df.default)[0, 1]:.2f}"
     )
