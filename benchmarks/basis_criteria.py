@@ -155,12 +155,12 @@ def potts_cost(dirs, heads, cov, parent, obs_nodes, beta=BETA, levels=80) -> np.
 
 def potts_candidates(s: Setting, heads, cov, n_keep: int, seed: int):
     """Unique candidate head directions (support-based, ``l0_search.py``), cheapest first, and their costs."""
-    from l0_search import _close_pairs
+    from sctbr.model._basis_log import close_pairs
 
     rng = np.random.default_rng(seed)
     full = np.zeros((s.n_nodes, s.d))
     full[s.obs_nodes] = heads
-    pairs = _close_pairs(s.parent, s.obs_nodes, 6)
+    pairs = close_pairs(s.parent, s.obs_nodes, 6)
     diffs = full[pairs[:, 0]] - full[pairs[:, 1]]
     sel = np.array([rng.choice(len(pairs), size=s.d - 1, replace=False) for _ in range(12000)])
     cand = np.linalg.svd(diffs[sel])[2][:, -1, :]
@@ -177,7 +177,7 @@ def potts_candidates(s: Setting, heads, cov, n_keep: int, seed: int):
 
 
 def potts_choice(s: Setting, seed: int) -> dict:
-    from l0_search import best_sets
+    from sctbr.model._basis_log import best_sets
 
     heads, cov = s.heads_with_se()
     dirs, cost = potts_candidates(s, heads, cov, 300, seed)

@@ -15,7 +15,7 @@ cells per cell type) but that no criterion measured picks that basis. This bench
   plus independent Gaussian errors of ``f`` times their mean absolute value, seen through a random mix of the
   latents; a log penalty ``eps log(1 + |change| / eps)`` (``eps`` = ``--eps`` times the mean absolute head, an
   l0-like count that l1 approaches for large ``eps``) searched from 32 random and 64 support-based starts
-  (``l0_search.candidates``), every result scored exactly (unobserved heads at their optimum: a concave penalty on
+  (``sctbr.model._basis_log.support_directions``), every result scored exactly (unobserved heads at their optimum: a concave penalty on
   a tree puts them at observed values, so a dynamic programme over those values is exact). ``truth_wins_f``: the
   true basis has a smaller exact value than every basis found; ``noise_mcc_f``: the MCC of the best found.
 - **The fitted heads** (``--fitted-log``): the same search on the fit's own heads; ``log_aligned`` /
@@ -43,6 +43,7 @@ cells per cell type) but that no criterion measured picks that basis. This bench
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -51,6 +52,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+from sctbr.model._basis_log import exact_log_value, log_search, mm_polish  # noqa: E402
+from sctbr.model._basis_log import heads_in as _heads_in  # noqa: E402
+from sctbr.model._basis_log import normalise as _normalise  # noqa: E402
 
 
 def fit(shape: str, seed: int, cells: int, fit_kwargs: dict) -> tuple[dict, object]:
@@ -85,131 +90,6 @@ def head_error(setting, true_heads: np.ndarray, rows: np.ndarray, z: np.ndarray)
     w1 = np.column_stack([true_heads, np.ones(len(true_heads))])
     resid = h - w1 @ np.linalg.lstsq(w1, h, rcond=None)[0]
     return float(np.sqrt((resid**2).mean()) / np.abs(h - h.mean(0)).mean())
-
-
-def exact_log_value(heads: np.ndarray, parent: np.ndarray, observed: np.ndarray, eps: float) -> float:
-    """``sum eps log(1 + |change| / eps)`` over arcs and latents with the unobserved heads at their optimum.
-
-    The penalty is concave in each unobserved head between the observed values, so an optimum puts every unobserved
-    head at one of the observed values of its latent: a dynamic programme over those values is exact.
-    """
-    n, d = heads.shape
-    obs = np.flatnonzero(observed)
-    children: list[list[int]] = [[] for _ in range(n)]
-    for i in range(n):
-        if parent[i] >= 0:
-            children[parent[i]].append(i)
-    total = 0.0
-    for j in range(d):
-        values = heads[obs, j]
-        pair = eps * np.log1p(np.abs(values[:, None] - values[None, :]) / eps)
-        cost = np.zeros((n, len(values)))
-        for i in range(n - 1, -1, -1):  # breadth-first order: children after parents
-            c = np.zeros(len(values))
-            for ch in children[i]:
-                c += (cost[ch][None, :] + pair).min(axis=1)
-            if observed[i]:
-                k = int(np.searchsorted(obs, i))
-                c = np.where(np.arange(len(values)) == k, c, np.inf)
-            cost[i] = c
-        total += float(cost[0].min())
-    return total
-
-
-def _normalise(m: np.ndarray, corr: np.ndarray) -> np.ndarray:
-    """``sctbr.model._basis._normalise`` for one map: columns scaled to unit-variance latents."""
-    import torch
-
-    from sctbr.model._basis import _normalise as normalise_t
-
-    maps = torch.as_tensor(m, dtype=torch.float64)[None]
-    return normalise_t(maps, torch.as_tensor(corr, dtype=torch.float64))[0].numpy()
-
-
-def _heads_in(m: np.ndarray, heads: np.ndarray) -> np.ndarray:
-    """Heads of the latents ``Z M``: ``W M^-T``."""
-    return np.linalg.solve(m, heads.T).T
-
-
-def log_search(heads, parent, observed, corr, eps_rel: float, seed: int, top: int = 1):
-    """The basis with the smallest exact log penalty among 96 refined starts: ``(M, value)``; with ``top`` > 1 the
-    ``top`` best as ``(maps, values)``."""
-    from l0_search import best_sets, candidates
-
-    from sctbr.model._basis import optimise_starts
-
-    rng = np.random.default_rng(seed)
-    d = heads.shape[1]
-    eps = eps_rel * float(np.abs(heads[observed]).mean())
-    starts = [np.eye(d)] + [np.eye(d) + rng.normal(size=(d, d)) for _ in range(31)]
-    dirs, counts = candidates(heads, parent, observed, tol_rel=0.05, random_state=seed, n_samples=4000)
-    starts += [np.linalg.inv(n).T for n in best_sets(dirs, counts, d, max_sets=32)[0]]
-    pool = dirs[:40]
-    for _ in range(5000):
-        if len(starts) >= 96:
-            break
-        n = pool[rng.choice(len(pool), d, replace=False)].T
-        if np.linalg.cond(n) < 50:
-            starts.append(np.linalg.inv(n).T)
-    # Adam on the smoothed penalty from every start at once (sctbr.model.refine_basis's loop), then exact values
-    m, _, _, _ = optimise_starts(
-        heads, parent, observed, corr, penalty="log", log_eps=eps_rel, n_steps=800, lr=0.05, starts=np.stack(starts)
-    )
-    maps = m.numpy()
-    values = np.array(
-        [
-            exact_log_value(_heads_in(mm, heads), parent, observed, eps) if np.isfinite(mm).all() else np.inf
-            for mm in maps
-        ]
-    )
-    if top > 1:
-        order = np.argsort(values)[:top]
-        return maps[order], values[order]
-    best = int(np.argmin(values))
-    return maps[best], float(values[best])
-
-
-def mm_polish(m, heads, parent, observed, corr, eps: float, n_sweeps: int = 6) -> tuple[np.ndarray, float]:
-    """Descend the exact log penalty from the basis ``m``: majorise-minimise steps, one head direction at a time.
-
-    Each step replaces one head direction ``n_j`` by the solution of a *weighted* l1 program (weights
-    ``1 / (|change| + eps)`` of the current changes, three reweightings; normalised by the dual row of ``n_j`` as
-    ``sctbr.model._basis_lp.polish`` does), and keeps it when the exact value (unit-variance latents) drops.
-    Returns ``(M, value)``.
-    """
-    from sctbr.model._basis_lp import _DirectionProgram
-
-    prog = _DirectionProgram(heads, parent, observed)
-    m = _normalise(m, corr)
-    best = exact_log_value(_heads_in(m, heads), parent, observed, eps)
-    dirs = np.linalg.inv(m).T
-    for _ in range(n_sweeps):
-        improved = False
-        for j in range(dirs.shape[1]):
-            r = np.linalg.inv(dirs)[j]
-            weights, n = None, None
-            for _ in range(3):
-                out = prog.solve_weighted(r, weights)
-                if out is None:
-                    break
-                n, changes = out
-                trial = dirs.copy()
-                trial[:, j] = n
-                unit = np.linalg.inv(_normalise(np.linalg.inv(trial).T, corr)).T  # the direction at unit variance
-                weights = 1.0 / (np.abs(changes) * np.linalg.norm(unit[:, j]) / np.linalg.norm(n) + eps)
-            if n is None:
-                continue
-            trial = dirs.copy()
-            trial[:, j] = n
-            if np.linalg.cond(trial) > 1e6:
-                continue
-            m_new = _normalise(np.linalg.inv(trial).T, corr)
-            value = exact_log_value(_heads_in(m_new, heads), parent, observed, eps)
-            if value < best - 1e-9:
-                best, m, dirs, improved = value, m_new, np.linalg.inv(m_new).T, True
-        if not improved:
-            break
-    return m, best
 
 
 def run(shape: str, seed: int, args) -> dict:
@@ -258,13 +138,16 @@ def run(shape: str, seed: int, args) -> dict:
             truth = exact_log_value(_heads_in(to_mixed.T, heads), s.parent, observed, eps)
             row[f"truth_wins_{f}"] = bool(truth < value)
             row[f"noise_mcc_{f}"] = float(mcc(z_true[s.val], zm[s.val] @ m))
-    if args.fitted_log:
+    if args.fitted_log or args.l1:
+        # the unpenalised heads of the fit's latents at the observed nodes, their correlation, the near-true basis
         heads = np.zeros((s.n_nodes, s.d))
         heads[s.obs_nodes] = s.heads(rows)
         corr = np.corrcoef(s.z[s.train].T)
+        aligned = _normalise(s.aligned(), corr)
+    polish = functools.partial(mm_polish, from_current=not args.polish_l1_first)
+    if args.fitted_log:
         eps = args.eps * float(np.abs(heads[observed]).mean())
         m, value = log_search(heads, s.parent, observed, corr, args.eps, seed)
-        aligned = _normalise(s.aligned(), corr)
         row |= {
             "log_aligned": exact_log_value(_heads_in(aligned, heads), s.parent, observed, eps),
             "log_fit": exact_log_value(heads, s.parent, observed, eps),
@@ -274,12 +157,12 @@ def run(shape: str, seed: int, args) -> dict:
         if args.polish:
             # the objective's own optimum near the truth, and the fit's basis and the search's result polished
             for name, start in (("aligned", aligned), ("fit", np.eye(s.d)), ("found", m)):
-                m_p, v_p = mm_polish(start, heads, s.parent, observed, corr, eps)
+                m_p, v_p = polish(start, heads, s.parent, observed, corr, eps)
                 row[f"mm_{name}"], row[f"mm_{name}_mcc"] = v_p, s.mcc(s.z @ m_p)
         if args.search_polish:
             # a wider search: the K best results of the starts, each polished, and the fit's basis polished
             maps, _ = log_search(heads, s.parent, observed, corr, args.eps, seed, top=args.search_polish)
-            polished = [mm_polish(mm, heads, s.parent, observed, corr, eps) for mm in [*maps, np.eye(s.d)]]
+            polished = [polish(mm, heads, s.parent, observed, corr, eps) for mm in [*maps, np.eye(s.d)]]
             k = int(np.argmin([v for _, v in polished]))
             row["mm_top"], row["mm_top_mcc"] = polished[k][1], s.mcc(s.z @ polished[k][0])
     if args.l1:
@@ -287,10 +170,6 @@ def run(shape: str, seed: int, args) -> dict:
         # basis, and what the final refinement's search finds (plain, and with LP starts and exact polish)
         from sctbr.model._basis import optimise_starts, refine_basis
 
-        heads = np.zeros((s.n_nodes, s.d))
-        heads[s.obs_nodes] = s.heads(rows)
-        corr = np.corrcoef(s.z[s.train].T)
-        aligned = _normalise(s.aligned(), corr)
         maps, _, values, _ = optimise_starts(heads, s.parent, observed, corr, starts=np.stack([np.eye(s.d), aligned]))
         for i, name in enumerate(("fit", "aligned")):
             row[f"l1_{name}"], row[f"l1_{name}_mcc"] = float(values[i]), s.mcc(s.z @ maps[i].numpy())
@@ -304,10 +183,10 @@ def recipe_candidates(shape: str, seed: int, args) -> dict:
     """The fit with ``small_data.py``'s recipe ``log_search``: every polished candidate of its final refinement
     (start and result MCC, exact log value), the chosen one marked; the latents before the search are recovered from
     the final ones through the chosen map."""
-    import head_errors as module  # what small_data's patch imports (this file may be running as __main__)
     import small_data
 
     import sctbr
+    import sctbr.model._basis_log as module  # what small_data's patch imports
     from sctbr.metrics import mcc
 
     record = []
@@ -364,6 +243,11 @@ def main(argv=None) -> None:
     p.add_argument("--eps", type=float, default=0.1, help="log penalty's eps relative to the mean absolute head")
     p.add_argument("--fitted-log", action="store_true", help="run the log-penalty search on the fit's own heads")
     p.add_argument("--polish", action="store_true", help="with --fitted-log: majorise-minimise polish (mm_polish)")
+    p.add_argument(
+        "--polish-l1-first",
+        action="store_true",
+        help="polish as before 2026-12-02: each step's first program the plain l1 one (mm_polish(from_current=False))",
+    )
     p.add_argument("--search-polish", type=int, default=0, help="with --fitted-log: polish the K best results")
     p.add_argument(
         "--recipe-candidates", action="store_true", help="list the polished candidates of small_data's log_search"

@@ -69,11 +69,11 @@ def run(shape: str, seed: int, cells: int, latents: int, n_restarts: int) -> dic
     final = model_mod.refine_final
     context: dict = {}
 
-    def recording(module, tree, environments, data, idx, train_idx, random_state):
+    def recording(module, tree, environments, data, idx, train_idx, random_state, **kwargs):
         if not context:  # restart 0: what the final refinement works on (its cells, tree and target scale)
             context.update(module=module, tree=tree, environments=environments, data=data, idx=np.asarray(idx))
             context.update(random_state=random_state)
-        return final(module, tree, environments, data, idx, train_idx, random_state)
+        return final(module, tree, environments, data, idx, train_idx, random_state, **kwargs)
 
     core._restart_score = record
     model_mod.refine_final = recording

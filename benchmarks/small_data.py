@@ -71,10 +71,15 @@ RECIPES = {
     # unpenalised heads: benchmarks/head_errors.py's log_search (96 starts), its 16 best and the l1 basis polished by
     # mm_polish, the smallest exact value kept (a benchmark patch)
     "log_search": {"log_search": 0.03},
+    # the same with the polish as before 2026-12-02 (each step's first program the plain l1 one): the rows of
+    # log_search.csv and log_margin.csv
+    "log_search_l1first": {"log_search": 0.03, "polish_l1_first": True},
     # the same, but the search's basis replaces the l1 basis only when its exact log value is clearly smaller (at
     # least this fraction below the polished l1 basis); otherwise the shipped l1 basis stays (a benchmark patch)
     "log_margin0.02": {"log_search": 0.03, "log_margin": 0.02},
     "log_margin0.05": {"log_search": 0.03, "log_margin": 0.05},
+    # the same rule as the package's option (TBR.train(final_objective="log"), sctbr.model._basis_log.log_refine)
+    "log": {"fit": {"final_objective": "log"}},
 }
 # what the log_search patch saw in the last final refinement: "ratio", the exact log value of the best polished
 # search result over the polished l1 basis's (run_one stores it, so margin rules can be compared on one run)
@@ -136,7 +141,9 @@ def _apply_recipe(name: str) -> dict:
     _patch_rounds(recipe.get("rounds", 1), recipe.get("refine_end", False))
     _patch_dropout(recipe.get("dropout", 0.0))
     _patch_cell_pick(recipe.get("cell_pick", 0))
-    _patch_log_search(recipe.get("log_search", 0.0), recipe.get("log_margin", 0.0))
+    _patch_log_search(
+        recipe.get("log_search", 0.0), recipe.get("log_margin", 0.0), recipe.get("polish_l1_first", False)
+    )
     return kwargs
 
 
@@ -157,7 +164,7 @@ def _patch_cell_pick(n_best: int) -> None:
         return
     from basis_criteria import cell_bic, start_results
 
-    def refine_final(module, tree, environments, data, idx, train_idx, random_state):
+    def refine_final(module, tree, environments, data, idx, train_idx, random_state, **kwargs):
         idx = np.asarray(idx)
         with torch.no_grad():
             z = heads_mod.encode(module, data, idx).astype(np.float64)
@@ -189,28 +196,28 @@ def _patch_cell_pick(n_best: int) -> None:
 
         heads_mod.refine_basis, saved = choose, heads_mod.refine_basis
         try:
-            return _ORIGINAL["refine_final"](module, tree, environments, data, idx, train_idx, random_state)
+            return _ORIGINAL["refine_final"](module, tree, environments, data, idx, train_idx, random_state, **kwargs)
         finally:
             heads_mod.refine_basis = saved
 
     model_mod.refine_final = refine_final
 
 
-def _patch_log_search(eps_rel: float, margin: float = 0.0) -> None:
+def _patch_log_search(eps_rel: float, margin: float = 0.0, l1_first: bool = False) -> None:
     """Make the final refinement continue from its l1 basis with a search of the log penalty (``eps_rel`` of the mean
-    absolute head; 0: the refinement as shipped): ``head_errors.log_search``'s 16 best results and the l1 basis, each
-    polished by ``head_errors.mm_polish``, the smallest exact log value kept. With ``margin`` > 0 the best search
+    absolute head; 0: the refinement as shipped): ``sctbr.model._basis_log.log_search``'s 16 best results and the l1 basis,
+    each polished by ``mm_polish``, the smallest exact log value kept. With ``margin`` > 0 the best search
     result is kept only when its value is at least ``margin`` (a fraction) below the polished l1 basis's; otherwise
-    the l1 basis stays as shipped."""
+    the l1 basis stays as shipped. ``l1_first``: ``mm_polish(from_current=False)``, the polish before 2026-12-02."""
     import sctbr.model._heads as heads_mod
     import sctbr.model._model as model_mod
 
     # _patch_cell_pick (called first) has restored the shipped refine_final
     if eps_rel <= 0:
         return
-    from head_errors import log_search, mm_polish
+    from sctbr.model._basis_log import log_search, mm_polish
 
-    def refine_final(module, tree, environments, data, idx, train_idx, random_state):
+    def refine_final(module, tree, environments, data, idx, train_idx, random_state, **kwargs):
         saved = heads_mod.refine_basis
 
         def choose(heads, parent_index, observed, corr, *, random_state=0, **kwargs):
@@ -220,7 +227,7 @@ def _patch_log_search(eps_rel: float, margin: float = 0.0) -> None:
             parent, obs = np.asarray(parent_index), np.asarray(observed, dtype=bool)
             eps = eps_rel * float(np.abs(heads[obs]).mean())
             maps, _ = log_search(heads, parent, obs, corr, eps_rel, random_state, top=16)
-            polished = [mm_polish(m, heads, parent, obs, corr, eps) for m in [*maps, m1]]
+            polished = [mm_polish(m, heads, parent, obs, corr, eps, from_current=not l1_first) for m in [*maps, m1]]
             found = int(np.argmin([v for _, v in polished[:-1]]))
             ratio = polished[found][1] / polished[-1][1]
             LOG_SEARCH_SEEN.update(ratio=float(ratio))
@@ -231,7 +238,7 @@ def _patch_log_search(eps_rel: float, margin: float = 0.0) -> None:
 
         heads_mod.refine_basis = choose
         try:
-            return _ORIGINAL["refine_final"](module, tree, environments, data, idx, train_idx, random_state)
+            return _ORIGINAL["refine_final"](module, tree, environments, data, idx, train_idx, random_state, **kwargs)
         finally:
             heads_mod.refine_basis = saved
 
@@ -293,7 +300,7 @@ def fit_recording_final(shape: str, seed: int, record, context: bool = False) ->
 
     original = heads_mod.refine_final
 
-    def recording(module, tree, environments, data, idx, train_idx, random_state):
+    def recording(module, tree, environments, data, idx, train_idx, random_state, **kwargs):
         z_all = heads_mod.encode(module, data).astype(np.float64)
         z = z_all[np.asarray(idx)]
         heads, observed = heads_mod.least_squares_heads(module, tree, environments, data, idx, z=z)
@@ -303,7 +310,7 @@ def fit_recording_final(shape: str, seed: int, record, context: bool = False) ->
             names = np.asarray([str(environments[i]) for i in range(len(environments))])
             extra = {"tree": tree, "nodes": names[data[ENV_KEY].numpy().reshape(-1)]}
         record(z_all, idx, heads[0], observed, corr, np.asarray(tree.parent_index), random_state, **extra)
-        return original(module, tree, environments, data, idx, train_idx, random_state)
+        return original(module, tree, environments, data, idx, train_idx, random_state, **kwargs)
 
     model_mod.refine_final = recording
     try:

@@ -355,6 +355,7 @@ def check_train_args(
     path_epochs=0.5,
     refine=True,
     final_refine=True,
+    final_objective="l1",
     early_stopping=False,
 ) -> None:
     """The numeric arguments of :meth:`sctbr.model.TBR.train` (and of ``sctbr.tl``), before any work."""
@@ -377,5 +378,10 @@ def check_train_args(
     check_real("path_epochs", path_epochs, low=0.0, high=1.0, low_open=True, fix="A fraction of max_epochs, e.g. 0.1.")
     check_bool("refine", refine)
     check_bool("final_refine", final_refine)
+    if final_objective not in ("l1", "log"):
+        raise ValueError(
+            f"`final_objective` must be 'l1' or 'log', got {final_objective!r}; 'log' adds a search of a log "
+            "penalty to the final refinement."
+        )
     if early_stopping is not None:
         check_bool("early_stopping", early_stopping)

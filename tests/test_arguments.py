@@ -148,6 +148,8 @@ TABLE = [
     ("TBR.train", {"early_stopping": "yes"}, TypeError, r"`early_stopping`"),
     ("TBR.train", {"final_refine": "yes"}, TypeError, r"`final_refine` must be True or False"),
     ("tl.tbr", {"final_refine": 1}, TypeError, r"`final_refine`"),
+    ("TBR.train", {"final_objective": "l0"}, ValueError, r"`final_objective` must be 'l1' or 'log'"),
+    ("tl.tbr", {"final_objective": "L1"}, ValueError, r"`final_objective` must be 'l1' or 'log'"),
     # data sets that take the user's AnnData
     ("datasets.semisynthetic", {"noise_y": -1.0}, ValueError, r"`noise_y` must be a finite number >= 0, got -1.0"),
     ("datasets.semisynthetic", {"noise_y": "low"}, TypeError, r"`noise_y`"),

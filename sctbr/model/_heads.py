@@ -21,6 +21,7 @@ import torch
 
 from sctbr._constants import ENV_KEY, X_KEY, Y_KEY
 from sctbr.model._basis import refine_basis
+from sctbr.model._basis_log import log_refine
 from sctbr.model._data import batch_from
 
 #: Cells per forward pass when reading a trained model.
@@ -132,7 +133,14 @@ def least_squares_heads(
 
 @torch.no_grad()
 def refine_final(
-    module, tree, environments, data: dict, idx: np.ndarray, train_idx: np.ndarray, random_state: int
+    module,
+    tree,
+    environments,
+    data: dict,
+    idx: np.ndarray,
+    train_idx: np.ndarray,
+    random_state: int,
+    objective: str = "l1",
 ) -> dict:
     """The basis refinement after training, on unpenalised heads, then the heads solved exactly in the new basis.
 
@@ -143,6 +151,10 @@ def refine_final(
     (mean squared error on ``train_idx`` + ``lam * ||Delta||_1``, a lasso in ``(bias, w0, Delta)`` solved by
     :mod:`~sctbr._heads_lasso`), which restores the exact zeros of ``Delta`` in the new basis; trees with more
     than ``MAX_RESOLVE`` head parameters keep the mapped heads.
+
+    ``objective="log"`` (one target): the l1 basis is then compared with a search of a log penalty
+    (:func:`~sctbr.model._basis_log.log_refine`), which replaces it when clearly sparser; the summary's
+    ``log_ratio`` is the ratio of their log values and ``log_switched`` whether it did.
     """
     z = encode(module, data, idx).astype(np.float64)
     heads, observed = least_squares_heads(module, tree, environments, data, idx, z=z)
@@ -157,6 +169,11 @@ def refine_final(
         log_eps=module.log_eps,
         random_state=random_state,
     )
+    log = {}
+    if objective == "log" and module.n_targets == 1:
+        m_log, ratio = log_refine(heads[0], parent_index, observed, corr, m, random_state=random_state)
+        log = {"log_ratio": ratio, "log_switched": m_log is not m}
+        m = m_log
     inv_t = np.linalg.inv(m).T
     n_targets, d = int(module.n_targets), int(module.n_latent)
     w0 = module.w0.detach().cpu().numpy().astype(np.float64).reshape(n_targets, d)
@@ -165,7 +182,13 @@ def refine_final(
     resolved = n_targets == 1 and module.penalty == "l1" and (1 + d) * (1 + delta.shape[0]) <= MAX_RESOLVE
     if resolved:
         _resolve_heads(module, tree, environments, data, np.asarray(train_idx))
-    return {"penalty_before": float(start_value), "penalty_after": float(value), "basis": m, "resolved": resolved}
+    return {
+        "penalty_before": float(start_value),
+        "penalty_after": float(value),
+        "basis": m,
+        "resolved": resolved,
+        **log,
+    }
 
 
 def _resolve_heads(module, tree, environments, data: dict, idx: np.ndarray) -> None:

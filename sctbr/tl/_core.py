@@ -41,6 +41,7 @@ _TRAIN_CHECKED = (
     "path_epochs",
     "refine",
     "final_refine",
+    "final_objective",
     "early_stopping",
 )
 _BASELINE_GROUP = "_all_cells"

@@ -91,7 +91,8 @@ def tbr(
         Also return the trained :class:`~sctbr.model.TBR`.
     **train_kwargs
         Passed to :meth:`sctbr.model.TBR.train` (e.g. ``enable_progress_bar=False``, ``plan_kwargs``,
-        ``lam_grid``).
+        ``lam_grid``, or ``final_objective="log"``: a search of an l0-like penalty after the final refinement,
+        for trees of up to 64 environments; :doc:`/cells_needed`).
 
     Returns
     -------
