@@ -7,7 +7,8 @@ Real atlases have 10-30 annotated cell types with a few hundred cells each. This
   ``yule12``, ``yule16`` (random unbalanced trees from ``sctbr.datasets.random_tree``, cells at the leaves only)
   and ``pbmc`` (the dendrogram of the nine PBMC3k cell types, built by ``sctbr.pp.environment_tree`` on the
   bundled data, cells at its leaves);
-- cells per environment (``--cells``), latents (``--latents``), changes (``k1``: one change per arc,
+- cells per environment (``--cells``), true latents (``--latents``; the default call always fits 5, so with 3 true
+  latents the MCC matches them to the best 3 of the 5 fitted), changes (``k1``: one change per arc,
   ``bern0.3``: each entry changes with probability 0.3), the map from inputs to latents (``--psi``: ``mlp``, the
   simulator's network, and ``regulatory``, a saturating gene-regulation-like map), and seeds.
 
@@ -80,6 +81,9 @@ RECIPES = {
     "log_margin0.05": {"log_search": 0.03, "log_margin": 0.05},
     # the same rule as the package's option (TBR.train(final_objective="log"), sctbr.model._basis_log.log_refine)
     "log": {"fit": {"final_objective": "log"}},
+    # the fit with as many latents as the simulation has (3; the default call fits 5), without and with the option
+    "n_latent3": {"fit": {"n_latent": 3}},
+    "log_n_latent3": {"fit": {"n_latent": 3, "final_objective": "log"}},
 }
 # what the log_search patch saw in the last final refinement: "ratio", the exact log value of the best polished
 # search result over the polished l1 basis's (run_one stores it, so margin rules can be compared on one run)

@@ -147,6 +147,8 @@ def support_directions(
     d = heads.shape[1]
     obs_idx = np.flatnonzero(observed)
     pairs = close_pairs(parent, obs_idx, max_dist)
+    if len(pairs) < d - 1:  # too few close pairs of environments for a null vector
+        return np.zeros((0, d)), np.zeros(0, dtype=int)
     diffs = heads[pairs[:, 0]] - heads[pairs[:, 1]]
     sel = np.array([rng.choice(len(pairs), size=d - 1, replace=False) for _ in range(n_samples)])
     _, _, vt = np.linalg.svd(diffs[sel])
@@ -365,7 +367,7 @@ def log_refine(
     """
     parent, observed = np.asarray(parent), np.asarray(observed, dtype=bool)
     eps = eps_rel * float(np.abs(heads[observed]).mean())
-    if not eps > 0 or observed.sum() < 2:  # no heads to compare: nothing to search
+    if not eps > 0 or observed.sum() < 2 or heads.shape[1] < 2:  # one latent, or no heads to compare
         return m_l1, 1.0
     maps, _ = log_search(heads, parent, observed, corr, eps_rel, random_state, top=16)
     polished = [mm_polish(m, heads, parent, observed, corr, eps) for m in [*maps, m_l1]]

@@ -169,10 +169,10 @@ def refine_final(
         log_eps=module.log_eps,
         random_state=random_state,
     )
-    log = {}
+    search = {}
     if objective == "log" and module.n_targets == 1:
         m_log, ratio = log_refine(heads[0], parent_index, observed, corr, m, random_state=random_state)
-        log = {"log_ratio": ratio, "log_switched": m_log is not m}
+        search = {"log_ratio": ratio, "log_switched": m_log is not m}
         m = m_log
     inv_t = np.linalg.inv(m).T
     n_targets, d = int(module.n_targets), int(module.n_latent)
@@ -187,7 +187,7 @@ def refine_final(
         "penalty_after": float(value),
         "basis": m,
         "resolved": resolved,
-        **log,
+        **search,
     }
 
 

@@ -131,3 +131,22 @@ def test_log_objective_refuses_large_trees_before_training(
     assert not model.is_trained_
     model.train(final_objective="l1", **fast_train_kwargs)  # the l1 objective has no cap
     assert model.is_trained_
+
+
+@pytest.mark.parametrize(("n_obs", "d"), [(3, 5), (8, 1)])
+def test_log_refine_runs_with_few_environments_or_one_latent(n_obs, d):
+    """Three observed cell types for five latents (too few close pairs for support directions), or one latent:
+    the search still returns a valid map (one latent: the given one, nothing to search)."""
+    tree = EnvironmentTree.balanced(2) if n_obs == 3 else EnvironmentTree.balanced(3)
+    parent = np.array([-1] + [tree.node_index([p])[0] for p, _ in tree.arcs])
+    observed = np.zeros(tree.n_nodes, dtype=bool)
+    observed[np.flatnonzero([tree.is_leaf(n) for n in tree.nodes])[:n_obs]] = True
+    heads = np.random.default_rng(0).normal(size=(tree.n_nodes, d))
+    m_given = np.eye(d)
+    m, ratio = log_refine(heads, parent, observed, np.eye(d), m_given)
+    assert m.shape == (d, d)
+    assert np.isfinite(m).all()
+    assert abs(np.linalg.det(m)) > 1e-8
+    if d == 1:
+        assert m is m_given
+        assert ratio == 1.0
