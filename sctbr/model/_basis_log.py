@@ -37,6 +37,15 @@ LOG_MARGIN = 0.05
 LOG_MAX_ENVIRONMENTS = 64
 
 
+def check_log_environments(n_environments: int) -> None:
+    """Raise before training when a fit with ``final_objective="log"`` has more than ``LOG_MAX_ENVIRONMENTS``."""
+    if n_environments > LOG_MAX_ENVIRONMENTS:
+        raise ValueError(
+            f"`final_objective='log'` takes at most {LOG_MAX_ENVIRONMENTS} environments, this model has "
+            f"{n_environments}: its search grows with the tree. Use final_objective='l1' (the default)."
+        )
+
+
 def exact_log_value(heads: np.ndarray, parent: np.ndarray, observed: np.ndarray, eps: float) -> float:
     """``sum eps log(1 + |change| / eps)`` over arcs and latents with the unobserved heads at their optimum.
 

@@ -25,6 +25,8 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 import sctbr._logging as logg
+from sctbr._constants import X_KEY
+from sctbr.model._backed import max_abs
 
 #: Saved models from sctbr versions before this one cannot be read by the installed version.
 MIN_COMPATIBLE_VERSION = "0.1.0"
@@ -328,3 +330,45 @@ def quiet_var_names_warning():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="`var_names` for the loaded `model` does not match")
         yield
+
+
+def run_fit(model, plan, datamodule, accelerator, devices, checkpoint_dir, ckpt_path, trainer_kwargs: dict) -> None:
+    """One Lightning fit of ``model`` over all phases of ``plan`` (resumed from ``ckpt_path`` if given).
+
+    With ``checkpoint_dir``, ``last.ckpt`` is written at the end of every epoch; Ctrl+C and divergence (NaN or
+    infinite weights) end the fit with :class:`KeyboardInterrupt` / :class:`DivergedError` (with the input scale)
+    and mark the model untrained. The data module's device copy is released in every case.
+    """
+    module = model.module
+    # DDP broadcasts buffers, and cannot broadcast sparse ones (the path matrix is the same on every process)
+    plan._ddp_params_and_buffers_to_ignore = [f"module.{n}" for n, b in module.named_buffers() if b.is_sparse]
+    kwargs = {**trainer_kwargs, "accelerator": accelerator, "devices": devices, "early_stopping": False}
+    if ckpt_path is not None:
+        kwargs["ckpt_path"] = ckpt_path
+    log_dir = ddp_log_dir(kwargs)
+    if log_dir is not None:
+        kwargs["log_save_dir"] = log_dir
+    try:
+        runner = model._train_runner_cls(
+            model, training_plan=plan, data_splitter=datamodule, max_epochs=plan.phases[-1].end, **kwargs
+        )
+        if checkpoint_dir is not None:
+            # a plain Lightning checkpoint; added after scvi-tools' Trainer, which only accepts its own kind
+            runner.trainer.callbacks.append(epoch_checkpoint(checkpoint_dir))
+        with keyboard_interrupts(), warnings.catch_warnings():
+            # the directory holds the checkpoint being resumed from
+            warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+            runner()
+        sync_from_rank_zero(module)
+        if not all(torch.isfinite(p).all() for p in module.parameters()):
+            phase = plan.phases[-1]
+            raise DivergedError(phase.name, phase.epochs - 1, phase.lr)
+    except DivergedError as err:
+        model.is_trained_ = False
+        raise DivergedError(err.stage, err.epoch, err.lr, max_abs(datamodule.data[X_KEY])) from None
+    except BaseException:
+        model.is_trained_ = False
+        raise
+    finally:
+        datamodule.teardown("fit")  # the trainer (kept as model.trainer) must not hold the device copy
+        remove_dir(log_dir)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import Literal
 
@@ -22,8 +21,8 @@ from sctbr._validation import check_model_args as _check_model_args
 from sctbr._validation import check_setup as _check_setup
 from sctbr._validation import check_train_args as _check_train_args
 from sctbr.model import _checkpoint as ckpt
-from sctbr.model._basis_log import LOG_MAX_ENVIRONMENTS
-from sctbr.model._data import TBRDataModule, max_abs, prepare_arrays
+from sctbr.model._basis_log import check_log_environments
+from sctbr.model._data import TBRDataModule, prepare_arrays
 from sctbr.model._heads import refine_final, refine_module
 from sctbr.model._lam_path import check_lam_grid, select
 from sctbr.model._module import TBRModule, resolve_losses
@@ -379,11 +378,8 @@ class TBR(OutputsMixin, TransferMixin, BaseModelClass):
             sparsify_lr_factor=sparsify_lr_factor, lam_grid=lam_grid, path_epochs=path_epochs, refine=refine,
             final_refine=final_refine, final_objective=final_objective, early_stopping=early_stopping,
         )  # fmt: skip
-        if final_objective == "log" and not self.module.baseline and len(self.environments_) > LOG_MAX_ENVIRONMENTS:
-            raise ValueError(
-                f"`final_objective='log'` takes at most {LOG_MAX_ENVIRONMENTS} environments, this model has "
-                f"{len(self.environments_)}: its search grows with the tree. Use final_objective='l1' (the default)."
-            )
+        if final_objective == "log" and not self.module.baseline:
+            check_log_environments(len(self.environments_))
         if not 0 <= fit_fraction <= 1:
             raise ValueError(f"`fit_fraction` must lie in [0, 1], got {fit_fraction}.")
         auto = self._lam_auto and not self.module.baseline
@@ -475,40 +471,8 @@ class TBR(OutputsMixin, TransferMixin, BaseModelClass):
                 )
 
     def _run_fit(self, plan, datamodule, accelerator, devices, checkpoint_dir, ckpt_path, trainer_kwargs) -> None:
-        """One Lightning fit over all phases (resumed from ``ckpt_path`` if given)."""
-        # DDP broadcasts buffers, and cannot broadcast sparse ones (the path matrix is the same on every process)
-        plan._ddp_params_and_buffers_to_ignore = [f"module.{n}" for n, b in self.module.named_buffers() if b.is_sparse]
-        kwargs = {**trainer_kwargs, "accelerator": accelerator, "devices": devices, "early_stopping": False}
-        if ckpt_path is not None:
-            kwargs["ckpt_path"] = ckpt_path
-        log_dir = ckpt.ddp_log_dir(kwargs)
-        if log_dir is not None:
-            kwargs["log_save_dir"] = log_dir
-        try:
-            runner = self._train_runner_cls(
-                self, training_plan=plan, data_splitter=datamodule, max_epochs=plan.phases[-1].end, **kwargs
-            )
-            if checkpoint_dir is not None:
-                # a plain Lightning checkpoint; added after scvi-tools' Trainer, which only accepts its own kind
-                runner.trainer.callbacks.append(ckpt.epoch_checkpoint(checkpoint_dir))
-            with ckpt.keyboard_interrupts(), warnings.catch_warnings():
-                # the directory holds the checkpoint being resumed from
-                warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
-                runner()
-            ckpt.sync_from_rank_zero(self.module)
-            if not self._finite():
-                phase = plan.phases[-1]
-                raise ckpt.DivergedError(phase.name, phase.epochs - 1, phase.lr)
-        except ckpt.DivergedError as err:
-            self.is_trained_ = False
-            scale = max_abs(datamodule.data[X_KEY])
-            raise ckpt.DivergedError(err.stage, err.epoch, err.lr, scale) from None
-        except BaseException:
-            self.is_trained_ = False
-            raise
-        finally:
-            datamodule.teardown("fit")  # the trainer (kept as model.trainer) must not hold the device copy
-            ckpt.remove_dir(log_dir)
+        """One Lightning fit over all phases (resumed from ``ckpt_path`` if given): :func:`~sctbr.model._checkpoint.run_fit`."""
+        ckpt.run_fit(self, plan, datamodule, accelerator, devices, checkpoint_dir, ckpt_path, trainer_kwargs)
 
     def _refine(self, data: dict, train_idx: np.ndarray, random_state: int) -> dict:
         """Stage 2: move the latents to the basis (and unobserved heads to the values) with the sparsest changes."""

@@ -122,7 +122,7 @@ def test_log_objective_refuses_large_trees_before_training(
     make_adata, fast_model_kwargs, fast_train_kwargs, monkeypatch
 ):
     """The search grows with the tree: above the cap the fit fails at once, with the fix in the message."""
-    monkeypatch.setattr("sctbr.model._model.LOG_MAX_ENVIRONMENTS", 3)
+    monkeypatch.setattr("sctbr.model._basis_log.LOG_MAX_ENVIRONMENTS", 3)
     adata = make_adata()
     TBR.setup_anndata(adata, target="y", groupby="environment")
     model = TBR(adata, tree=adata.uns["environment_tree"], **fast_model_kwargs)
