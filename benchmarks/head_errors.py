@@ -53,9 +53,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from sctbr.model._basis_log import exact_log_value, log_search, mm_polish  # noqa: E402
-from sctbr.model._basis_log import heads_in as _heads_in  # noqa: E402
-from sctbr.model._basis_log import normalise as _normalise  # noqa: E402
+from sctbr.model._basis_log import exact_log_value, heads_in, log_search, mm_polish, normalise  # noqa: E402
 
 
 def fit(shape: str, seed: int, cells: int, fit_kwargs: dict) -> tuple[dict, object]:
@@ -135,7 +133,7 @@ def run(shape: str, seed: int, args) -> dict:
             heads = (w + f * scale * base) @ to_mixed
             m, value = log_search(heads, s.parent, observed, corr, args.eps, seed)
             eps = args.eps * float(np.abs(heads[observed]).mean())
-            truth = exact_log_value(_heads_in(to_mixed.T, heads), s.parent, observed, eps)
+            truth = exact_log_value(heads_in(to_mixed.T, heads), s.parent, observed, eps)
             row[f"truth_wins_{f}"] = bool(truth < value)
             row[f"noise_mcc_{f}"] = float(mcc(z_true[s.val], zm[s.val] @ m))
     if args.fitted_log or args.l1:
@@ -143,13 +141,13 @@ def run(shape: str, seed: int, args) -> dict:
         heads = np.zeros((s.n_nodes, s.d))
         heads[s.obs_nodes] = s.heads(rows)
         corr = np.corrcoef(s.z[s.train].T)
-        aligned = _normalise(s.aligned(), corr)
+        aligned = normalise(s.aligned(), corr)
     polish = functools.partial(mm_polish, from_current=not args.polish_l1_first)
     if args.fitted_log:
         eps = args.eps * float(np.abs(heads[observed]).mean())
         m, value = log_search(heads, s.parent, observed, corr, args.eps, seed)
         row |= {
-            "log_aligned": exact_log_value(_heads_in(aligned, heads), s.parent, observed, eps),
+            "log_aligned": exact_log_value(heads_in(aligned, heads), s.parent, observed, eps),
             "log_fit": exact_log_value(heads, s.parent, observed, eps),
             "log_found": value,
             "log_mcc": s.mcc(s.z @ m),

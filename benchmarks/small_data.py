@@ -212,14 +212,15 @@ def _patch_log_search(eps_rel: float, margin: float = 0.0, l1_first: bool = Fals
     absolute head; 0: the refinement as shipped): ``sctbr.model._basis_log.log_search``'s 16 best results and the l1 basis,
     each polished by ``mm_polish``, the smallest exact log value kept. With ``margin`` > 0 the best search
     result is kept only when its value is at least ``margin`` (a fraction) below the polished l1 basis's; otherwise
-    the l1 basis stays as shipped. ``l1_first``: ``mm_polish(from_current=False)``, the polish before 2026-12-02."""
+    the l1 basis stays as shipped (with the current polish this is ``sctbr.model._basis_log.log_refine``, the
+    package's ``final_objective="log"``, called as is). ``l1_first``: ``mm_polish(from_current=False)``, the polish before 2026-12-02."""
     import sctbr.model._heads as heads_mod
     import sctbr.model._model as model_mod
 
     # _patch_cell_pick (called first) has restored the shipped refine_final
     if eps_rel <= 0:
         return
-    from sctbr.model._basis_log import log_search, mm_polish
+    from sctbr.model._basis_log import log_refine, log_search, mm_polish
 
     def refine_final(module, tree, environments, data, idx, train_idx, random_state, **kwargs):
         saved = heads_mod.refine_basis
@@ -229,6 +230,12 @@ def _patch_log_search(eps_rel: float, margin: float = 0.0, l1_first: bool = Fals
             if np.ndim(heads) != 2:
                 return m1, h1, v1, v0
             parent, obs = np.asarray(parent_index), np.asarray(observed, dtype=bool)
+            if margin > 0 and not l1_first:  # the package's rule (final_objective="log") at this eps and margin
+                m, ratio = log_refine(
+                    heads, parent, obs, corr, m1, eps_rel=eps_rel, margin=margin, random_state=random_state
+                )
+                LOG_SEARCH_SEEN.update(ratio=ratio)
+                return m, h1, v1, v0
             eps = eps_rel * float(np.abs(heads[obs]).mean())
             maps, _ = log_search(heads, parent, obs, corr, eps_rel, random_state, top=16)
             polished = [mm_polish(m, heads, parent, obs, corr, eps, from_current=not l1_first) for m in [*maps, m1]]
@@ -378,7 +385,7 @@ def run_one(setting: dict) -> dict:
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
     import sctbr
-    from sctbr.metrics import mcc
+    from sctbr.metrics import heads_spectrum, mcc
 
     adata = simulate(**{k: setting[k] for k in ("shape", "cells", "latents", "changes", "psi", "seed")})
     seed = setting["seed"]
@@ -400,6 +407,19 @@ def run_one(setting: dict) -> dict:
         if method == "tbr" and "ratio" in LOG_SEARCH_SEEN:
             out["log_search_ratio"] = LOG_SEARCH_SEEN["ratio"]
         out[f"{method}_span_r2"] = _span_r2(z_true, z_fit)
+        if (
+            method == "tbr"
+        ):  # how many latent directions the heads use: the rule of tl.tbr's uns["tbr"]["heads_spectrum"]
+            spectrum = adata.uns["tbr"]["heads_spectrum"]
+            out["tbr_heads_sv_min"], out["tbr_heads_sv_next"] = (
+                float(spectrum["values"][-1]),
+                float(spectrum["values"][-2]),
+            )
+            out["tbr_heads_noise"], out["tbr_heads_used"] = float(spectrum["noise"]), int(spectrum["used"])
+            # the noise level from every cell's residuals (the training cells' understate it)
+            _, out["tbr_heads_noise_all"] = heads_spectrum(
+                adata.obsm["X_tbr"], adata.obs["y"].to_numpy(), adata.obs["environment"], return_noise=True
+            )
         y = adata.obs["y"].to_numpy()[held_out]
         out[f"{method}_mse"] = float(
             np.mean((adata.obs[f"{method}_prediction"].to_numpy()[held_out] - y) ** 2) / y.var()

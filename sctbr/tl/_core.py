@@ -29,6 +29,7 @@ from sctbr._validation import (
     check_train_args,
     label_levels,
 )
+from sctbr.metrics import heads_spectrum
 from sctbr.model import DEFAULT_LAM, TBR, read_columns
 from sctbr.tl._support import Changes, estimate_changes
 from sctbr.tl._write import write_result
@@ -82,6 +83,11 @@ class FitResult:
     changes
         Which latent changed on which arc, with confidence (:func:`sctbr.tl._support.estimate_changes`), written
         to ``uns["tbr"]["changes"]``; ``None`` for the baseline, several or binary targets, or ``changes=False``.
+    heads_spectrum
+        How many latent directions the target uses (:func:`sctbr.metrics.heads_spectrum` of the latents on all
+        cells): ``values`` (the singular values, relative to the largest), ``noise`` (their noise level) and
+        ``used`` (how many lie above it), written to ``uns["tbr"]["heads_spectrum"]``; ``None`` for the baseline
+        and binary targets.
 
     Examples
     --------
@@ -108,6 +114,7 @@ class FitResult:
     params: dict = field(default_factory=dict)
     var_names: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=str))
     changes: Changes | None = None
+    heads_spectrum: dict | None = None
 
     def split_mse(self, which: str) -> float:
         """Mean squared error of the prediction on the cells of one split (NaN without such cells)."""
@@ -411,6 +418,11 @@ def fit(
             latents, y, work.obs["env"].astype(str).to_numpy(), model.tree, split, random_state=int(random_state)
         )
     model.changes_ = found
+    spectrum = None
+    if not baseline and "logistic" not in model.losses_:
+        env = work.obs["env"].astype(str).to_numpy()
+        values, noise = heads_spectrum(latents, y, env, return_noise=True, noise_cells=split != "train")
+        spectrum = {"values": values, "noise": float(noise), "used": int(np.sum(values > noise))}
     return FitResult(
         model=model,
         targets=targets,
@@ -427,6 +439,7 @@ def fit(
         params=params,
         var_names=np.asarray(work.var_names, dtype=str),
         changes=found,
+        heads_spectrum=spectrum,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -11,6 +12,24 @@ from sctbr._constants import BASELINE_KEY, TBR_KEY, result_keys
 from sctbr._docs import doc_params
 from sctbr.model import DEFAULT_LAM
 from sctbr.tl._core import fit
+
+
+def warn_unused_directions(spectrum: dict | None, uns_key: str) -> None:
+    """Warn when the cell types' heads leave latent directions unused (:func:`sctbr.metrics.heads_spectrum`)."""
+    if spectrum is None or spectrum["used"] >= len(spectrum["values"]):
+        return
+    used, d = int(spectrum["used"]), len(spectrum["values"])
+    shown = ", ".join(f"{v:.3g}" for v in spectrum["values"])
+    warnings.warn(
+        f"The target uses only {used} of the {d} latent directions: the heads of the cell types, on whitened "
+        f"latents, have singular values {shown} (relative to the largest), and {d - used} of them {'lies' if d - used == 1 else 'lie'} below the "
+        f"noise level of the heads' estimates ({spectrum['noise']:.3g}; uns[{uns_key!r}]['heads_spectrum']). Those "
+        f"directions cannot be identified (a latent the target does not use, or one the encoder did not learn), and "
+        f"they can mix into the others. Refit with n_latent={max(used, 1)}, or compare numbers of latents with "
+        "sctbr.tl.select_n_latent.",
+        UserWarning,
+        stacklevel=4,  # the user's call of tl.tbr
+    )
 
 
 def _run(adata: AnnData, *, key_added: str | None, default: str, copy: bool, return_model: bool, **fit_args):
@@ -25,6 +44,7 @@ def _run(adata: AnnData, *, key_added: str | None, default: str, copy: bool, ret
     result = fit(adata, **fit_args)
     out = adata.copy() if copy else adata
     result.write(out, key_added, default=default)
+    warn_unused_directions(result.heads_spectrum, result_keys(key_added, default).uns)
     if return_model:
         return (out, result.model) if copy else result.model
     return out if copy else None
@@ -102,8 +122,10 @@ def tbr(
     (categorical: the train/validation/test label of each cell) and ``uns["tbr"]`` with ``params`` (``lam`` is the
     lambda used, the chosen one with ``lam="auto"``), ``obsm_key`` (where the latents are), ``environment_weights``
     (tree nodes x latents), ``deltas`` (arcs x latents), ``history`` (losses by epoch), ``tree``, ``lam_path`` (with
-    ``lam="auto"``: the path's scores, one row per lambda) and ``levels`` (the two levels of each
-    boolean/categorical target). With several targets, predictions go to ``obs[f"tbr_prediction_{target}"]`` and
+    ``lam="auto"``: the path's scores, one row per lambda), ``levels`` (the two levels of each
+    boolean/categorical target) and ``heads_spectrum`` (:func:`sctbr.metrics.heads_spectrum`: ``values``, the
+    singular values of the cell types' heads on whitened latents, ``noise``, their noise level, and ``used``, how
+    many lie above it; a warning says when a latent direction is unused, which the tree cannot identify). With several targets, predictions go to ``obs[f"tbr_prediction_{target}"]`` and
     ``environment_weights`` and ``deltas`` are dicts of frames keyed by target.
 
     Examples

@@ -69,6 +69,13 @@ def write_result(adata: AnnData, result: FitResult, key_added: str | None, defau
         run["levels"] = dict(result.levels)
     if result.changes is not None:
         run["changes"] = changes_to_uns(result.changes)
+    if result.heads_spectrum is not None:
+        spectrum = result.heads_spectrum
+        run["heads_spectrum"] = {
+            "values": np.asarray(spectrum["values"], dtype=np.float64),
+            "noise": float(spectrum["noise"]),
+            "used": int(spectrum["used"]),
+        }
     if result.lam_path is not None:
         run["lam_path"] = result.lam_path.copy()
     adata.uns[keys.uns] = run

@@ -107,6 +107,45 @@ def test_uns_contents(fitted):
     assert list(res["var_names"]) == list(adata.var_names)
 
 
+def test_heads_spectrum_is_the_metric_of_the_written_latents(fitted):
+    _, adata = fitted
+    spectrum = adata.uns["tbr"]["heads_spectrum"]
+    held_out = (adata.obs["tbr_split"] != "train").to_numpy()  # their residuals give the noise level
+    values, noise = sctbr.metrics.heads_spectrum(
+        adata.obsm["X_tbr"],
+        adata.obs["y"].to_numpy(),
+        adata.obs["environment"].to_numpy(),
+        return_noise=True,
+        noise_cells=held_out,
+    )
+    np.testing.assert_allclose(spectrum["values"], values, rtol=1e-5)
+    assert spectrum["noise"] == pytest.approx(noise, rel=1e-5)
+    assert spectrum["used"] == int(np.sum(values > noise))
+
+
+@pytest.mark.parametrize(("n_latent", "warns"), [(4, True), (2, False)])
+def test_warns_when_latent_directions_are_unused(n_latent, warns, recwarn):
+    # two true latents (linear map, so a short fit learns them): fitted with 4, two directions are unused
+    adata = sctbr.datasets.simulate(depth=2, n_latent=2, psi="linear", n_obs_per_env=300, random_state=2)
+    fit = {"hidden": (16,), "max_epochs": 30, "accelerator": "cpu", "enable_progress_bar": False, "random_state": 2}
+    sctbr.tl.tbr(adata, n_latent=n_latent, **fit)
+    spectrum = adata.uns["tbr"]["heads_spectrum"]
+    assert spectrum["used"] == 2
+    messages = [str(w.message) for w in recwarn if "latent directions" in str(w.message)]
+    if warns:
+        assert len(messages) == 1
+        assert "uses only 2 of the 4" in messages[0]
+        assert "n_latent=2" in messages[0]
+    else:
+        assert messages == []
+        assert np.all(spectrum["values"] > spectrum["noise"])
+
+
+def test_baseline_has_no_heads_spectrum(small_adata, fast):
+    sctbr.tl.baseline(small_adata, **fast)
+    assert "heads_spectrum" not in small_adata.uns["baseline"]
+
+
 def test_split_is_stratified(fitted):
     _, adata = fitted
     split = adata.obs["tbr_split"]
@@ -141,6 +180,8 @@ def test_h5ad_round_trip(fitted, tmp_path):
     pd.testing.assert_series_equal(back.obs["tbr_split"], adata.obs["tbr_split"])
     for key, value in res["params"].items():
         np.testing.assert_array_equal(res_back["params"][key], value)
+    for key, value in res["heads_spectrum"].items():
+        np.testing.assert_array_equal(res_back["heads_spectrum"][key], value)
 
 
 def test_latents_work_in_scanpy(fitted):
